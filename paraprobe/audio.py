@@ -1,0 +1,79 @@
+"""The one audio loader every stage uses: any WAV/FLAC in, 16 kHz mono float32 out.
+
+Every stage (manifest, embeddings, acoustic features) reads audio through
+:func:`load_audio`, so that a file accepted by the manifest reads identically later.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+TARGET_SAMPLE_RATE = 16_000
+#: Receptive field of wav2vec2's CNN encoder: shorter input yields no frame at all.
+MIN_SAMPLES = 400
+
+
+class BadAudioError(ValueError):
+    """An audio file that no stage can use; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def resample(samples: np.ndarray, orig_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Resample a 1-D signal with a polyphase FIR (Kaiser-windowed sinc) filter.
+
+    Args:
+        samples: (n,) float signal at ``orig_rate`` Hz.
+    Returns:
+        (round(n * target_rate / orig_rate),) float32 signal at ``target_rate`` Hz.
+    """
+    if orig_rate == target_rate:
+        return samples.astype(np.float32, copy=False)
+    common = math.gcd(int(orig_rate), int(target_rate))
+    up, down = target_rate // common, orig_rate // common
+    return resample_poly(samples, up, down).astype(np.float32)
+
+
+def read_audio(path: str | Path, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Decode ``path`` (WAV of any integer or float depth, FLAC, ...) to mono at ``target_rate``.
+
+    Channels are averaged. Raises :class:`BadAudioError` if the file cannot be decoded.
+    Returns a (n,) float32 array in [-1, 1].
+    """
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
+        raise BadAudioError(path, f"unreadable ({error})") from error
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return resample(mono, rate, target_rate)
+
+
+def check_audio(samples: np.ndarray, path: str | Path) -> None:
+    """Raise :class:`BadAudioError` for audio no model can use: empty, all zeros, too short."""
+    if samples.size == 0:
+        raise BadAudioError(path, "empty (no samples)")
+    if not np.any(samples):
+        raise BadAudioError(path, "all zeros (digital silence)")
+    if samples.size < MIN_SAMPLES:
+        raise BadAudioError(
+            path,
+            f"too short ({samples.size} samples at {TARGET_SAMPLE_RATE} Hz; "
+            f"at least {MIN_SAMPLES} needed, the wav2vec2 receptive field)",
+        )
+    if not np.all(np.isfinite(samples)):
+        raise BadAudioError(path, "contains NaN or infinite samples")
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Read, resample to 16 kHz mono and validate; (n,) float32."""
+    samples = read_audio(path)
+    check_audio(samples, path)
+    return samples

@@ -1,0 +1,38 @@
+"""Atomic output: nothing half-written is ever left where a later job would trust it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    The rename is atomic on POSIX file systems, so readers see either the old file
+    or the complete new one. On an exception the temporary file is removed.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    try:
+        yield temporary
+        os.replace(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_tsv(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a tab-separated table atomically, without the index."""
+    with atomic_path(path) as temporary:
+        frame.to_csv(temporary, sep="\t", index=False)
+
+
+def read_tsv(path: str | Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_tsv` (strings kept as strings)."""
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])

@@ -1,0 +1,82 @@
+"""Progress lines for long jobs: items done, rate, ETA, written to a job's log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+def format_duration(seconds: float) -> str:
+    """``3725`` -> ``'1h02m05s'``; ``65`` -> ``'1m05s'``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class Progress:
+    """Log "done/total <unit>, rate, ETA" at most every ``interval_s`` seconds, and at the end.
+
+    ``audio_seconds_total`` (optional) adds the real-time factor: audio seconds per second.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        unit: str = "utterances",
+        audio_seconds_total: float | None = None,
+        logger: logging.Logger | None = None,
+        interval_s: float = 10.0,
+        label: str = "",
+    ):
+        self.total = total
+        self.unit = unit
+        self.audio_seconds_total = audio_seconds_total
+        self.logger = logger or logging.getLogger("paraprobe")
+        self.interval_s = interval_s
+        self.label = f"{label}: " if label else ""
+        self.done = 0
+        self.audio_seconds_done = 0.0
+        self.start = time.perf_counter()
+        self._last_report = self.start
+
+    def update(self, items: int = 1, audio_seconds: float = 0.0) -> None:
+        self.done += items
+        self.audio_seconds_done += audio_seconds
+        now = time.perf_counter()
+        if now - self._last_report >= self.interval_s or self.done >= self.total:
+            self._last_report = now
+            self.logger.info(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max((now or time.perf_counter()) - self.start, 1e-9)
+        rate = self.done / elapsed
+        parts = [f"{self.label}{self.done}/{self.total} {self.unit}", f"{rate:.1f} {self.unit}/s"]
+        if self.audio_seconds_total:
+            parts.append(f"{self.audio_seconds_done / elapsed:.1f} audio s/s")
+            fraction = self.audio_seconds_done / self.audio_seconds_total
+        else:
+            fraction = self.done / self.total if self.total else 1.0
+        remaining = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
+        eta = format_duration(remaining) if remaining == remaining else "?"
+        parts.append(f"elapsed {format_duration(elapsed)}, ETA {eta}")
+        return ", ".join(parts)
+
+
+def setup_job_logging(log_path: str | None) -> logging.Logger:
+    """Send the ``paraprobe`` logger to a job's log file (and stderr), once per process."""
+    logger = logging.getLogger("paraprobe")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        handlers: list[logging.Handler] = [logging.StreamHandler()]
+        if log_path:
+            handlers.append(logging.FileHandler(log_path, mode="w"))
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+    return logger
