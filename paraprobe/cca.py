@@ -264,6 +264,17 @@ def linear_cka(xx: np.ndarray, yy: np.ndarray, xy: np.ndarray) -> float:
     return float(np.linalg.norm(xy) ** 2 / denominator) if denominator > 0 else 0.0
 
 
+def svcca_fit(x: View, y: View, cross: np.ndarray) -> CanonicalFit:
+    """CCA of the views reduced to their :attr:`View.principal_basis` (Raghu et al. 2017).
+
+    The weights are mapped back to the views' own coordinates, so the fit can be scored on
+    other statistics like any :class:`CanonicalFit`.
+    """
+    bx, by = x.principal_basis, y.principal_basis
+    reduced = fit_canonical(x.principal, y.principal, bx.T @ cross @ by)
+    return CanonicalFit(reduced.correlations, bx @ reduced.x_weights, by @ reduced.y_weights)
+
+
 def canonical_directions(x: View, y: View, cross: np.ndarray, method: str) -> tuple[CanonicalFit, np.ndarray]:
     """The fitted canonical directions behind a CCA-family method, and how it averages them.
 
@@ -275,22 +286,21 @@ def canonical_directions(x: View, y: View, cross: np.ndarray, method: str) -> tu
 
     Returns
     -------
-    fit : :class:`CanonicalFit` with weights in the views' own coordinates (for SVCCA, mapped
-        back from the reduced views).
+    fit : :class:`CanonicalFit` with weights in the views' own coordinates.
     averaging : (k,) weights summing to 1; the method's value is ``averaging @ correlations``.
     """
     _check_method(method)
     if method == "cka":
         raise ValueError("cka has no canonical directions")
-    if method == "svcca":
-        bx, by = x.principal_basis, y.principal_basis
-        reduced = fit_canonical(x.principal, y.principal, bx.T @ cross @ by)
-        fit = CanonicalFit(reduced.correlations, bx @ reduced.x_weights, by @ reduced.y_weights)
-        return fit, np.full(len(fit.correlations), 1.0 / len(fit.correlations))
-    fit = fit_canonical(x, y, cross)
+    fit = svcca_fit(x, y, cross) if method == "svcca" else fit_canonical(x, y, cross)
+    return fit, averaging_weights(x, y, fit, method)
+
+
+def averaging_weights(x: View, y: View, fit: CanonicalFit, method: str) -> np.ndarray:
+    """(k,) weights turning ``fit``'s correlations into ``method``'s value: PWCCA's, else uniform."""
     if method == "pwcca":
-        return fit, pwcca_weights(x, y, fit)
-    return fit, np.full(len(fit.correlations), 1.0 / len(fit.correlations))
+        return pwcca_weights(x, y, fit)
+    return np.full(len(fit.correlations), 1.0 / len(fit.correlations))
 
 
 def compare(x: View, y: View, cross: np.ndarray, method: str) -> float:
@@ -395,6 +405,16 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def _add_outer(matrix: np.ndarray, scale: float, vector: np.ndarray, rows_per_block: int = 1024) -> None:
+    """``matrix += scale * outer(vector, vector)`` in place, a block of rows at a time.
+
+    A 10,000-column outer product would otherwise need an 800 MB temporary.
+    """
+    for start in range(0, len(vector), rows_per_block):
+        stop = start + rows_per_block
+        matrix[start:stop] += (scale * vector[start:stop])[:, None] * vector[None, :]
+
+
 class MomentAccumulator:
     """Streamed count, mean and covariance of d columns: memory O(d²), never O(rows).
 
@@ -428,6 +448,7 @@ class MomentAccumulator:
         self._shift: np.ndarray | None = None  # (d,) float64
         self._sum = np.zeros(self.num_columns)  # (d,) float64 sum of shifted rows
         self._gram = self._zeros_gram()  # (d, d) float64 sum of shifted outer products
+        self._product: np.ndarray | None = None  # (d, d) reused for each CPU chunk's product
 
     def _zeros_gram(self):
         if self.device == "cuda":
@@ -467,7 +488,10 @@ class MomentAccumulator:
             finally:
                 torch.backends.cuda.matmul.allow_tf32 = previous
         else:
-            self._gram += shifted.T @ shifted
+            if self._product is None or self._product.dtype != shifted.dtype:
+                self._product = np.empty((self.num_columns, self.num_columns), dtype=shifted.dtype)
+            np.matmul(shifted.T, shifted, out=self._product)
+            self._gram += self._product
 
     def _host_gram(self) -> np.ndarray:
         return self._gram.cpu().numpy() if self.device == "cuda" else self._gram
@@ -519,10 +543,11 @@ class MomentAccumulator:
             if part.num_columns != result.num_columns:
                 raise ValueError("cannot merge accumulators of different widths")
             shifted_mean = part._sum / part.count
-            part_comoment = part._host_gram() - part.count * np.outer(shifted_mean, shifted_mean)
+            comoment += part._host_gram()
+            _add_outer(comoment, -part.count, shifted_mean)  # the part's co-moment about its mean
             delta = part._shift + shifted_mean - mean
             total = count + part.count
-            comoment += part_comoment + (count * part.count / total) * np.outer(delta, delta)
+            _add_outer(comoment, count * part.count / total, delta)
             mean = mean + delta * (part.count / total)
             count = total
         result.count, result._shift, result._gram = count, mean, comoment
