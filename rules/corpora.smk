@@ -1,0 +1,54 @@
+# Corpora in, manifests out.
+
+
+def corpus_inputs(wildcards):
+    """The generated audio of a synthetic corpus; else every file the reader reads."""
+    corpus = corpus_config(wildcards.corpus)
+    if corpus["format"] == "synthetic":
+        return {"audio": synthetic_audio_root(OUTDIR, wildcards.corpus)}
+    return {"files": corpus_input_files(corpus)}
+
+
+def corpora_targets():
+    return [manifest_path(corpus) for corpus in CORPORA]
+
+
+rule synthesize_corpus:
+    output:
+        directory(f"{OUTDIR}/{{corpus}}/audio"),
+    log:
+        f"{OUTDIR}/logs/synthesize_corpus/{{corpus}}.log",
+    conda:
+        "../envs/paraprobe.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        seed=lambda w: corpus_config(w.corpus)["seed"],
+        actors=lambda w: corpus_config(w.corpus)["actors"],
+        repetitions=lambda w: corpus_config(w.corpus)["repetitions"],
+    script:
+        "../workflow_scripts/synthesize_corpus.py"
+
+
+rule build_manifest:
+    input:
+        unpack(corpus_inputs),
+    output:
+        manifest=f"{OUTDIR}/{{corpus}}/manifest.tsv",
+        excluded=f"{OUTDIR}/{{corpus}}/excluded.tsv",
+    log:
+        f"{OUTDIR}/logs/build_manifest/{{corpus}}.log",
+    benchmark:
+        f"{OUTDIR}/benchmarks/build_manifest/{{corpus}}.tsv"
+    conda:
+        "../envs/paraprobe.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        corpus=lambda w: corpus_config(w.corpus),
+        audio_root=lambda w: synthetic_audio_root(OUTDIR, w.corpus),
+    script:
+        "../workflow_scripts/build_manifest.py"
