@@ -43,3 +43,15 @@ def model_num_layers(model):
 
 def manifest_path(corpus):
     return f"{OUTDIR}/{corpus}/manifest.tsv"
+
+
+def corpus_inputs(wildcards):
+    """The generated audio of a synthetic corpus; else every file the reader reads."""
+    corpus = corpus_config(wildcards.corpus)
+    if corpus["format"] == "synthetic":
+        return {"audio": synthetic_audio_root(OUTDIR, wildcards.corpus)}
+    return {"files": corpus_input_files(corpus)}
+
+
+def corpora_targets():
+    return [manifest_path(corpus) for corpus in CORPORA]

@@ -1,18 +1,6 @@
 # Corpora in, manifests out.
 
 
-def corpus_inputs(wildcards):
-    """The generated audio of a synthetic corpus; else every file the reader reads."""
-    corpus = corpus_config(wildcards.corpus)
-    if corpus["format"] == "synthetic":
-        return {"audio": synthetic_audio_root(OUTDIR, wildcards.corpus)}
-    return {"files": corpus_input_files(corpus)}
-
-
-def corpora_targets():
-    return [manifest_path(corpus) for corpus in CORPORA]
-
-
 rule synthesize_corpus:
     output:
         directory(f"{OUTDIR}/{{corpus}}/audio"),
