@@ -324,9 +324,10 @@ def variate_correlations(fit: CanonicalFit, covariances: Covariances) -> np.ndar
     (k,) correlations in [-1, 1].
     """
     wx, wy = fit.x_weights, fit.y_weights
-    cross = np.einsum("ik,ij,jk->k", wx, covariances.xy, wy)
-    variance_x = np.einsum("ik,ij,jk->k", wx, covariances.xx, wx)
-    variance_y = np.einsum("ik,ij,jk->k", wy, covariances.yy, wy)
+    # diag(A' S B) as column sums of A * (S B): one matrix product each, not a triple loop.
+    cross = np.sum(wx * (covariances.xy @ wy), axis=0)
+    variance_x = np.sum(wx * (covariances.xx @ wx), axis=0)
+    variance_y = np.sum(wy * (covariances.yy @ wy), axis=0)
     denominator = np.sqrt(np.clip(variance_x, 0, None) * np.clip(variance_y, 0, None))
     correlations = np.zeros(len(cross))
     usable = denominator > 0

@@ -9,6 +9,7 @@ import pytest
 
 from paraprobe import cca
 from paraprobe.io import read_tsv, write_tsv
+from paraprobe.similarity_figures import collect, draw_figure, layer_table, table3_layers, write_layer_table
 from paraprobe.similarity import (
     ANALYSES,
     SimilarityInputs,
@@ -332,3 +333,79 @@ def test_settings_from_config_and_their_errors():
         SimilaritySettings(methods=("cca", "rsa"))
     with pytest.raises(ValueError, match="held_out.fraction"):
         SimilaritySettings(held_out_fraction=1.0)
+
+
+# -- figures and Table 3 --
+
+
+def fake_tables(root, corpora=("iemocap", "ravdess"), models=("PT", "FT960"), states=13):
+    """features/layers/hierarchy/emotion tables per (corpus, model) with known values."""
+    rng = np.random.default_rng(2)
+    paths = {name: [] for name in ANALYSES}
+    for corpus in corpora:
+        for model in models:
+            folder = root / corpus / model
+            rows = {
+                "features": [{"layer": l, "feature_group": g} for l in range(states) for g in GROUPS],
+                "layers": [{"layer_a": a, "layer_b": b} for a in range(states) for b in range(states)],
+                "hierarchy": [{"layer": l, "level": v} for l in range(states) for v in ("frame", "phoneme", "word")],
+                "emotion": [{"layer": l, "label": e} for l in range(states) for e in LABELS],
+            }
+            for name, keys in rows.items():
+                table = pd.DataFrame([{**key, "method": m} for key in keys for m in ("cca", "cka")])
+                table["value"] = rng.uniform(0, 1, len(table))
+                write_tsv(table, folder / f"{name}.tsv")
+                paths[name].append(folder / f"{name}.tsv")
+    pairs = [(c, m) for c in corpora for m in models]
+    return paths, [c for c, _ in pairs], [m for _, m in pairs]
+
+
+@pytest.mark.parametrize(
+    "figure, analysis",
+    [
+        ("fig2_feature_cca", "features"),
+        ("fig3_layer_cca", "layers"),
+        ("fig4_hierarchy", "hierarchy"),
+        ("fig5_emotion_cca", "emotion"),
+    ],
+)
+def test_figures_are_written_as_png_and_svg(tmp_path, figure, analysis):
+    paths, corpora, models = fake_tables(tmp_path)
+    png = tmp_path / "figures" / f"{figure}.png"
+    draw_figure(figure, paths[analysis], corpora, models, png, method="cca")
+    assert png.read_bytes().startswith(b"\x89PNG")
+    svg = png.with_suffix(".svg").read_text()
+    assert "<svg" in svg and "layer" in svg and "FT960 · ravdess" in svg
+    with pytest.raises(ValueError, match="no 'pwcca' rows"):
+        draw_figure(figure, paths[analysis], corpora, models, png, method="pwcca")
+
+
+def test_table3_compares_the_last_two_layers_with_the_middle_ones(tmp_path):
+    assert table3_layers(12) == ([11, 12], [6, 7, 8, 9, 10])
+    assert table3_layers(4) == ([3, 4], [2])
+    assert table3_layers(2) == ([1, 2], [0])
+    paths, corpora, models = fake_tables(tmp_path)
+    layers = collect(paths["layers"], corpora, models)
+    table = write_layer_table(layers, tmp_path / "t3.tsv", tmp_path / "t3.md")
+    assert list(table.columns) == ["corpus", "method", "layer", "model", "L6", "L7", "L8", "L9", "L10"]
+    assert len(table) == 2 * 2 * 2 * 2  # corpora x methods x last two layers x models
+    row = table[(table["corpus"] == "ravdess") & (table["model"] == "PT") & (table["method"] == "cka")]
+    row = row[row["layer"] == 11].iloc[0]
+    source = layers.query(
+        "corpus == 'ravdess' and model == 'PT' and method == 'cka' and layer_a == 11 and layer_b == 8"
+    )
+    assert row["L8"] == pytest.approx(source["value"].iloc[0])
+    pd.testing.assert_frame_equal(read_tsv(tmp_path / "t3.tsv"), table.reset_index(drop=True), check_dtype=False)
+    markdown = (tmp_path / "t3.md").read_text()
+    assert "| layer | model | L6 | L7 | L8 | L9 | L10 |" in markdown
+    assert f"| 11 | PT | " in markdown and f"{row['L8']:.2f}" in markdown
+
+
+def test_table3_leaves_cells_empty_for_a_shallower_model(tmp_path):
+    deep, corpora, models = fake_tables(tmp_path / "deep", corpora=("iemocap",), models=("PT",))
+    shallow, _, _ = fake_tables(tmp_path / "shallow", corpora=("iemocap",), models=("TINY",), states=5)
+    layers = collect(deep["layers"] + shallow["layers"], ["iemocap", "iemocap"], ["PT", "TINY"])
+    table = layer_table(layers)
+    tiny = table[table["model"] == "TINY"]
+    assert list(tiny["layer"].unique()) == [3, 4]
+    assert tiny["L2"].notna().all() and tiny[["L6", "L10"]].isna().all().all()
