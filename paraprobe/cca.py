@@ -502,7 +502,9 @@ class MomentAccumulator:
         self._require_rows(1)
         return self._shift + self._sum / self.count
 
-    def covariance(self, rows: Sequence[int] | np.ndarray | None = None, columns=None) -> np.ndarray:
+    def covariance(
+        self, rows: Sequence[int] | np.ndarray | None = None, columns: Sequence[int] | np.ndarray | None = None
+    ) -> np.ndarray:
         """Sample covariance (divisor n - 1), float64, of the given row and column indices.
 
         Parameters

@@ -49,10 +49,16 @@ from paraprobe.io import read_tsv, write_tsv
 from paraprobe.progress import Progress
 
 LEVELS = ("frame", "phoneme", "word")
-ANALYSES = ("features", "layers", "hierarchy", "emotion")
-#: The sets an acoustic column can come from, as in ``{corpus}/acoustic/{set}.h5``.
-ACOUSTIC_SETS = ("egemaps", "mfcc")
 LOW_FRAMES_PER_DIM = 10.0
+#: Key columns of each table (DESIGN.md), then the columns every table shares.
+TABLE_KEYS = {
+    "features": ["layer", "feature_group"],
+    "layers": ["layer_a", "layer_b"],
+    "hierarchy": ["layer", "level"],
+    "emotion": ["layer", "label"],
+}
+VALUE_COLUMNS = ["method", "value", "n_frames", "n_dims", "frames_per_dim", "held_out"]
+ANALYSES = tuple(TABLE_KEYS)
 
 logger = logging.getLogger("paraprobe")
 
@@ -384,54 +390,74 @@ class PassStatistics:
     # -- deriving the tables --
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The four tables (``features``, ``layers``, ``hierarchy``, ``emotion``) from the statistics."""
-        layout = self.layout
-        layer_names = [f"layer_{index:02d}" for index in range(layout.num_hidden_states)]
-        frame_blocks = {name: layout.layer(index) for index, name in enumerate(layer_names)}
-        frame_blocks.update({group: layout.group(group) for group in layout.groups})
-        frames = self._block_views(self.frames, frame_blocks, standardized=list(layout.groups))
+        """The four tables (``features``, ``layers``, ``hierarchy``, ``emotion``) from the statistics.
 
-        logger.info("similarity: features (%d layers x %d groups)", len(layer_names), len(layout.groups))
-        features = []
-        for index, name in enumerate(layer_names):
-            for group in layout.groups:
-                features += self._rows(frames, name, group, {"layer": index, "feature_group": group})
-        logger.info("similarity: layer pairs (%d layers)", len(layer_names))
-        layers = []
-        for a, name_a in enumerate(layer_names):
-            for b in range(a, len(layer_names)):
+        Each has its key columns (:data:`TABLE_KEYS`) then :data:`VALUE_COLUMNS`.
+        """
+        layout = self.layout
+        blocks = {_layer_block(index): layout.layer(index) for index in range(layout.num_hidden_states)}
+        blocks.update({group: layout.group(group) for group in layout.groups})
+        frames = self._block_views(self.frames, blocks, standardized=list(layout.groups))
+        rows = {
+            "features": self._feature_rows(frames),
+            "layers": self._layer_pair_rows(frames),
+            "hierarchy": self._hierarchy_rows(frames),
+            "emotion": self._emotion_rows(),
+        }
+        tables = {}
+        for name, keys in TABLE_KEYS.items():
+            tables[name] = pd.DataFrame(rows[name], columns=keys + VALUE_COLUMNS)
+            _warn_low_ratio(name, tables[name], keys)
+        return tables
+
+    def _feature_rows(self, frames) -> list[dict]:
+        logger.info("similarity: %d layers x %d feature groups", self.layout.num_hidden_states, len(self.layout.groups))
+        rows = []
+        for index in range(self.layout.num_hidden_states):
+            for group in self.layout.groups:
+                rows += self._rows(frames, _layer_block(index), group, {"layer": index, "feature_group": group})
+        return rows
+
+    def _layer_pair_rows(self, frames) -> list[dict]:
+        states = self.layout.num_hidden_states
+        logger.info("similarity: %d layer pairs", states * (states + 1) // 2)
+        rows = []
+        for a in range(states):
+            for b in range(a, states):
                 orders = [{"layer_a": a, "layer_b": b}] + ([{"layer_a": b, "layer_b": a}] if a != b else [])
-                layers += self._rows(frames, name_a, layer_names[b], *orders)
-        logger.info("similarity: hierarchy and emotion")
-        reference = layout.reference_group
-        hierarchy = []
-        for index, name in enumerate(layer_names):
-            hierarchy += self._rows(frames, name, reference, {"layer": index, "level": "frame"})
-        per_layer_blocks = {
-            "layer": np.arange(layout.layer_dims),
-            reference: layout.layer_dims + np.arange(len(layout.groups[reference])),
+                rows += self._rows(frames, _layer_block(a), _layer_block(b), *orders)
+        return rows
+
+    def _per_layer_blocks(self) -> dict[str, np.ndarray]:
+        """Blocks of the per-layer accumulators: the layer, then the reference group."""
+        reference = self.layout.reference_group
+        return {
+            "layer": np.arange(self.layout.layer_dims),
+            reference: self.layout.layer_dims + np.arange(len(self.layout.groups[reference])),
         }
+
+    def _hierarchy_rows(self, frames) -> list[dict]:
+        logger.info("similarity: hierarchy (%s)", ", ".join(LEVELS))
+        reference = self.layout.reference_group
+        rows = []
+        for index in range(self.layout.num_hidden_states):
+            rows += self._rows(frames, _layer_block(index), reference, {"layer": index, "level": LEVELS[0]})
         for level in LEVELS[1:]:
-            for index in range(layout.num_hidden_states):
-                views = self._block_views(self.windows.get((level, index)), per_layer_blocks, [reference])
-                hierarchy += self._rows(views, "layer", reference, {"layer": index, "level": level})
-        emotion = []
-        for label in sorted({label for label, _ in self.emotions}):
-            for index in range(layout.num_hidden_states):
-                views = self._block_views(self.emotions[(label, index)], per_layer_blocks, [reference])
-                emotion += self._rows(views, "layer", reference, {"layer": index, "label": label})
-        tables = {
-            "features": (features, ["layer", "feature_group"]),
-            "layers": (layers, ["layer_a", "layer_b"]),
-            "hierarchy": (hierarchy, ["layer", "level"]),
-            "emotion": (emotion, ["layer", "label"]),
-        }
-        result = {}
-        for name, (rows, keys) in tables.items():
-            columns = keys + ["method", "value", "n_frames", "n_dims", "frames_per_dim", "held_out"]
-            result[name] = pd.DataFrame(rows, columns=columns)
-            _warn_low_ratio(name, result[name], keys)
-        return result
+            for index in range(self.layout.num_hidden_states):
+                views = self._block_views(self.windows.get((level, index)), self._per_layer_blocks(), [reference])
+                rows += self._rows(views, "layer", reference, {"layer": index, "level": level})
+        return rows
+
+    def _emotion_rows(self) -> list[dict]:
+        labels = sorted({label for label, _ in self.emotions})
+        logger.info("similarity: %d emotion labels", len(labels))
+        reference = self.layout.reference_group
+        rows = []
+        for label in labels:
+            for index in range(self.layout.num_hidden_states):
+                views = self._block_views(self.emotions[(label, index)], self._per_layer_blocks(), [reference])
+                rows += self._rows(views, "layer", reference, {"layer": index, "label": label})
+        return rows
 
     def _block_views(self, statistics: _Partitioned | None, blocks, standardized) -> dict[str, BlockViews] | None:
         """In-sample views and, with held-out on, the fit and score views; None without 2 observations."""
@@ -476,6 +502,10 @@ class PassStatistics:
         return rows
 
 
+def _layer_block(index: int) -> str:
+    return f"layer_{index:02d}"
+
+
 def _warn_low_ratio(name: str, table: pd.DataFrame, keys: list[str]) -> None:
     low = table[table["frames_per_dim"] < LOW_FRAMES_PER_DIM].drop_duplicates(keys)
     if len(low):
@@ -500,7 +530,7 @@ def _strings(dataset: h5py.Dataset) -> list[str]:
     return [value.decode() if isinstance(value, bytes) else str(value) for value in dataset[()]]
 
 
-class _AcousticFile:
+class AcousticFile:
     """One ``{corpus}/acoustic/{set}.h5``: per-utterance frames of its columns, and the voicing mask."""
 
     def __init__(self, path: str | Path, handle: h5py.File):
@@ -529,7 +559,7 @@ class _AcousticFile:
         return self.handle["voiced"][self.rows(utt_id)].astype(bool)
 
 
-def resolve_feature_columns(names: Sequence[str], sets: Mapping[str, _AcousticFile]) -> list[tuple[str, int]]:
+def resolve_feature_columns(names: Sequence[str], sets: Mapping[str, AcousticFile]) -> list[tuple[str, int]]:
     """Which acoustic file and column each feature name is: ``(set, column index)``.
 
     A name is looked up in every set's ``columns``; it must occur in exactly one, or be
@@ -583,13 +613,11 @@ def accumulate(
         h5py.File(inputs.mfcc, "r") as mfcc_handle,
     ):
         sets = {
-            "egemaps": _AcousticFile(inputs.egemaps, egemaps_handle),
-            "mfcc": _AcousticFile(inputs.mfcc, mfcc_handle),
+            "egemaps": AcousticFile(inputs.egemaps, egemaps_handle),
+            "mfcc": AcousticFile(inputs.mfcc, mfcc_handle),
         }
-        utt_ids = _strings(embeddings["utt_id"])
-        offsets = embeddings["frame_offsets"][()]
-        num_hidden_states = int(embeddings.attrs["num_layers"]) + 1
-        layers = [embeddings[f"frames/layer_{index:02d}"] for index in range(num_hidden_states)]
+        utt_ids, offsets, layers = _embedding_frames(embeddings, inputs.embeddings)
+        num_hidden_states = len(layers)
         layout = ColumnLayout.build(num_hidden_states, layers[0].shape[1], groups, settings.reference_group)
         columns = resolve_feature_columns(layout.feature_names, sets)
         subset = [i for i in range(len(utt_ids)) if offsets[i + 1] > offsets[i]]
@@ -623,6 +651,30 @@ def accumulate(
             statistics.add_chunk(rows, batch_offsets, [labels[utt] for utt in batch_ids], scored[batch])
             progress.update(len(batch), audio_seconds=(offsets[batch[-1] + 1] - offsets[batch[0]]) / frame_rate)
     return statistics
+
+
+def _embedding_frames(handle: h5py.File, path: str | Path) -> tuple[list[str], np.ndarray, list[h5py.Dataset]]:
+    """Utterance ids, frame offsets and the ``frames/layer_LL`` datasets of an embeddings file, checked."""
+    for key in ("utt_id", "frame_offsets"):
+        if key not in handle:
+            raise ValueError(f"{path}: missing dataset {key!r}")
+    for key in ("num_layers", "frame_rate_hz"):
+        if key not in handle.attrs:
+            raise ValueError(f"{path}: missing attribute {key!r}")
+    utt_ids = _strings(handle["utt_id"])
+    offsets = handle["frame_offsets"][()]
+    if len(offsets) != len(utt_ids) + 1 or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"{path}: frame_offsets must be {len(utt_ids) + 1} non-decreasing row numbers")
+    layers = []
+    for index in range(int(handle.attrs["num_layers"]) + 1):
+        name = f"frames/layer_{index:02d}"
+        if name not in handle:
+            raise ValueError(f"{path}: missing dataset {name!r} (num_layers is {handle.attrs['num_layers']})")
+        layer = handle[name]
+        if layer.ndim != 2 or layer.shape[0] < offsets[-1] or (layers and layer.shape[1] != layers[0].shape[1]):
+            raise ValueError(f"{path}: {name} has shape {layer.shape}; expected ({offsets[-1]}, dims of layer_00)")
+        layers.append(layer)
+    return utt_ids, offsets, layers
 
 
 def _labels(manifest: str | Path, embeddings: str | Path, utt_ids: Sequence[str]) -> dict[str, str]:

@@ -290,6 +290,13 @@ def test_frame_count_mismatch_names_the_utterance_and_both_files(tmp_path):
         run(corpus, tmp_path)
 
 
+def test_missing_layer_in_the_embeddings_is_named(corpus, tmp_path):
+    with h5py.File(corpus.inputs.embeddings, "a") as handle:
+        del handle["frames/layer_02"]
+    with pytest.raises(ValueError, match=r"embeddings\.h5: missing dataset 'frames/layer_02' \(num_layers is 3\)"):
+        run(corpus, tmp_path)
+
+
 def test_ambiguous_or_unknown_feature_columns_are_rejected(corpus, tmp_path):
     settings = SimilaritySettings(device="cpu")
     with pytest.raises(ValueError, match="'nope' is in none of"):
