@@ -80,10 +80,12 @@ def run_one_size(frames: int, chunk_frames: int, device: str, derive: bool, base
         + rng.standard_normal(layout.num_columns, dtype=np.float32)
         for _ in range(2)
     ]
+    work = np.empty_like(pool[0])
     pass_seconds, bound_seconds, samples = 0.0, 0.0, []
     sizes = [chunk_frames] * (frames // chunk_frames) + ([frames % chunk_frames] if frames % chunk_frames else [])
     for index, size in enumerate(sizes):
-        chunk = pool[index % 2][:size]
+        chunk = work[:size]
+        np.copyto(chunk, pool[index % 2][:size])  # the pass uses its chunk as scratch space
         offsets = np.append(np.arange(0, size, UTTERANCE_FRAMES), size)
         utterances = len(offsets) - 1
         labels = [LABELS[(index + u) % len(LABELS)] for u in range(utterances)]
