@@ -35,6 +35,7 @@ from paraprobe.probe.splits import fold_split
 from paraprobe.probe.training import (
     EarlyStopping,
     ProbeSettings,
+    probe_settings,
     train_probes_batched,
     train_probes_sequential,
 )
@@ -188,6 +189,20 @@ def test_load_pooled_layers_checks_the_manifest_order(tmp_path):
 # --- training ----------------------------------------------------------------------------------
 
 
+def test_probe_settings_pick_the_learning_rate_by_corpus_then_format():
+    probe_config = {
+        "hidden_sizes": [128, 16], "learning_rate": 2e-4, "learning_rate_by_format": {"iemocap": 1e-4},
+        "learning_rate_by_corpus": {"mine": 5e-4}, "weight_decay": 1e-5, "batch_size": 64,
+        "patience": 10, "max_epochs": 200,
+    }  # fmt: skip
+    assert probe_settings(probe_config, "iem", "iemocap").learning_rate == 1e-4
+    assert probe_settings(probe_config, "rav", "ravdess").learning_rate == 2e-4
+    assert probe_settings(probe_config, "mine", "iemocap").learning_rate == 5e-4
+    assert probe_settings(probe_config, "rav", "ravdess").hidden_sizes == (128, 16)
+    with pytest.raises(ValueError, match="probe setting patience must be positive, got 0"):
+        probe_settings({**probe_config, "patience": 0}, "rav", "ravdess")
+
+
 def test_early_stopping_keeps_the_best_epoch_and_waits_patience_epochs():
     stopping = EarlyStopping(num_probes=2, patience=2)
     losses = [(1.0, 1.0), (0.5, 1.2), (0.6, 0.9), (0.7, 0.8), (0.4, 0.7)]
@@ -198,21 +213,30 @@ def test_early_stopping_keeps_the_best_epoch_and_waits_patience_epochs():
     np.testing.assert_array_equal(stopping.active, [False, True])
 
 
-def test_batched_and_sequential_trainers_agree():
+@pytest.mark.parametrize(
+    "names",
+    [probe_input_names(NUM_LAYERS), ["weighted_average"], ["layer_01", "last"]],
+    ids=["all inputs", "mix only", "fixed only"],
+)
+def test_batched_and_sequential_trainers_agree(names):
     labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
     split = fold_split(speakers, folds, 2, 0.15, 0)
-    inputs = build_probe_inputs(layers, split.train, probe_input_names(NUM_LAYERS), dtype=torch.float64)
+    inputs = build_probe_inputs(layers, split.train, names, dtype=torch.float64)
     settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
     batched = train_probes_batched(inputs, labels, split, NUM_CLASSES, settings, seed=3)
     sequential = train_probes_sequential(inputs, labels, split, NUM_CLASSES, settings, seed=3)
-    assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
+    if len(names) > 2:
+        assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
     np.testing.assert_array_equal(batched.epochs, sequential.epochs)
     np.testing.assert_array_equal(batched.best_epoch, sequential.best_epoch)
     np.testing.assert_array_equal(batched.predictions, sequential.predictions)
     np.testing.assert_allclose(batched.best_validation_loss, sequential.best_validation_loss, rtol=1e-9)
     for ours, reference in zip(batched.parameters, sequential.parameters, strict=True):
         np.testing.assert_allclose(ours, reference, rtol=1e-7, atol=1e-10)
-    np.testing.assert_allclose(batched.layer_weights, sequential.layer_weights, rtol=1e-9)
+    if "weighted_average" in names:
+        np.testing.assert_allclose(batched.layer_weights, sequential.layer_weights, rtol=1e-9)
+    else:
+        assert batched.layer_weights is None and sequential.layer_weights is None
 
 
 @pytest.mark.gpu

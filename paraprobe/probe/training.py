@@ -50,11 +50,32 @@ class ProbeSettings:
     max_epochs: int = 200
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # a config gives a list
         for key in ("learning_rate", "batch_size", "patience", "max_epochs"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"probe setting {key} must be positive, got {getattr(self, key)}")
         if self.weight_decay < 0 or not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"invalid probe settings: {self}")
+
+
+def probe_settings(probe_config: dict, corpus: str, corpus_format: str) -> ProbeSettings:
+    """The probe settings of one corpus from the config's ``probe`` section.
+
+    The learning rate is ``learning_rate_by_corpus[corpus]`` if given, else
+    ``learning_rate_by_format[corpus_format]``, else ``learning_rate`` (the paper: 1e-4 for
+    IEMOCAP, 2e-4 for RAVDESS).
+    """
+    learning_rate = probe_config["learning_rate_by_corpus"].get(
+        corpus, probe_config["learning_rate_by_format"].get(corpus_format, probe_config["learning_rate"])
+    )
+    return ProbeSettings(
+        learning_rate=learning_rate,
+        hidden_sizes=tuple(probe_config["hidden_sizes"]),
+        weight_decay=probe_config["weight_decay"],
+        batch_size=probe_config["batch_size"],
+        patience=probe_config["patience"],
+        max_epochs=probe_config["max_epochs"],
+    )
 
 
 @dataclass(frozen=True)
@@ -132,31 +153,6 @@ class EarlyStopping:
         return improved
 
 
-def _stacked_logits(
-    inputs: ProbeInputs,
-    rows: torch.Tensor,
-    fixed_rows: torch.Tensor,
-    mix_logits: torch.Tensor | None,
-    dense: list[torch.Tensor],
-) -> torch.Tensor:
-    """Logits (P, B, C) of stacked probes for the utterances ``rows`` (B,).
-
-    The probes are one per entry of ``fixed_rows`` (a row of ``inputs.features`` each), then the
-    weighted-average probe when ``mix_logits`` (L + 1,) is given. ``dense`` alternates ``W``
-    (P, in, out) and ``b`` (P, 1, out).
-    """
-    x = inputs.features[fixed_rows[:, None], rows[None, :]]
-    if mix_logits is not None:
-        layers = inputs.features[: inputs.num_layer_rows, rows]
-        mixed = torch.einsum("l,lbd->bd", torch.softmax(mix_logits, dim=0), layers)
-        x = torch.cat([x, mixed[None]])
-    for index in range(0, len(dense), 2):
-        x = torch.baddbmm(dense[index + 1], x, dense[index])
-        if index + 2 < len(dense):
-            x = torch.relu(x)
-    return x
-
-
 def _per_probe_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy (P,) of logits (P, B, C) against targets (B,)."""
     num_probes, batch, num_classes = logits.shape
@@ -165,84 +161,118 @@ def _per_probe_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 class _ProbeStack:
-    """The probes still training: their parameters on a leading probe axis, and their AdamW."""
+    """Probes of one kind trained together: parameters on a leading probe axis, inputs, AdamW.
 
-    def __init__(self, inputs: ProbeInputs, initial: list[list[torch.Tensor]], settings: ProbeSettings):
+    One stack holds the fixed-input probes (each reads one row of ``inputs.features``), another
+    the weighted-average probe (reads the mix of the layer rows). Kept apart, backward computes
+    an input gradient for the mix only, and each stack's first layer is one ``baddbmm``.
+    """
+
+    def __init__(
+        self,
+        inputs: ProbeInputs,
+        probe_ids: np.ndarray,
+        initial: list[list[torch.Tensor]],
+        settings: ProbeSettings,
+        mixes_layers: bool,
+    ):
         self.inputs = inputs
         self.settings = settings
-        self.probe_ids = torch.arange(len(initial))
-        self.all_fixed_rows = torch.tensor(inputs.rows, dtype=torch.int64, device=inputs.features.device)
-        self.fixed_rows = self.all_fixed_rows
+        self.mixes_layers = mixes_layers
+        self.all_ids = probe_ids
+        self.probe_ids = probe_ids  # the ones still training
         like = inputs.features
         self.dense = [
             torch.stack([p[i] for p in initial]).view(len(initial), -1, initial[0][i].shape[-1]).to(like)
             for i in range(len(initial[0]))
         ]
         self.mix_logits = (
-            torch.zeros(inputs.num_layer_rows, dtype=like.dtype, device=like.device)
-            if inputs.has_weighted_average
+            torch.zeros(len(probe_ids), inputs.num_layer_rows, dtype=like.dtype, device=like.device)
+            if mixes_layers
             else None
         )
         for parameter in self.parameters():
             parameter.requires_grad_(True)
-        self.optimizer = self._adamw(self.parameters())
+        self.best = [parameter.detach().clone() for parameter in self.parameters()]
+        self.optimizer = self._adamw()
+        self._select_features()
 
     def parameters(self) -> list[torch.Tensor]:
         return self.dense + ([self.mix_logits] if self.mix_logits is not None else [])
 
-    def _adamw(self, parameters: list[torch.Tensor]) -> torch.optim.AdamW:
+    def _adamw(self) -> torch.optim.AdamW:
         # The fused kernel does AdamW's elementwise update in one pass over each tensor;
         # the update is the same function of (parameter, gradient, state) as the default one.
         return torch.optim.AdamW(
-            parameters, lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay, fused=True
+            self.parameters(), lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay, fused=True
         )
 
-    def logits(self, rows: torch.Tensor) -> torch.Tensor:
-        """Logits (P_active, B, C) of the probes still training for the utterances ``rows`` (B,)."""
-        return _stacked_logits(self.inputs, rows, self.fixed_rows, self.mix_logits, self.dense)
+    def _select_features(self) -> None:
+        """The (P, N, D) rows the probes read; fixed inputs are copied into probe order once,
+        so that a minibatch is one ``index_select`` over utterances."""
+        if self.mixes_layers:
+            self.features = self.inputs.features[: self.inputs.num_layer_rows]
+        else:
+            rows = torch.tensor([self.inputs.rows[i] for i in self.probe_ids], dtype=torch.int64)
+            self.features = self.inputs.features.index_select(0, rows.to(self.inputs.features.device))
 
-    def keep_only(self, keep: np.ndarray) -> None:
-        """Drop the probes where ``keep`` (over the current stack) is False, with their AdamW state."""
-        keep_tensor = torch.from_numpy(keep).to(self.dense[0].device)
+    def logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """Logits (P, B, C) of the stack's probes for the utterances ``rows`` (B,)."""
+        x = self.features.index_select(1, rows)
+        if self.mix_logits is not None:
+            x = torch.einsum("pl,lbd->pbd", torch.softmax(self.mix_logits, dim=1), x)
+        for index in range(0, len(self.dense), 2):
+            if index:
+                x = torch.relu(x)
+            x = torch.baddbmm(self.dense[index + 1], x, self.dense[index])
+        return x
+
+    def remember_best(self, improved: np.ndarray) -> None:
+        """Copy the parameters of the probes whose global id is True in ``improved`` (P_all,)."""
+        local = improved[self.probe_ids]
+        if local.any():
+            positions = torch.from_numpy(np.searchsorted(self.all_ids, self.probe_ids[local]))
+            selected = torch.from_numpy(local)
+            for best, parameter in zip(self.best, self.parameters()):
+                best[positions.to(best.device)] = parameter.detach()[selected.to(best.device)]
+
+    def keep_only(self, active: np.ndarray) -> None:
+        """Keep the probes whose global id is True in ``active``; the others leave with their AdamW state."""
+        keep = torch.from_numpy(active[self.probe_ids]).to(self.dense[0].device)
         old_state = self.optimizer.state
-        new_state = {}
-        new_dense = []
-        for parameter in self.dense:
-            kept = parameter.detach()[keep_tensor].clone().requires_grad_(True)
-            new_state[kept] = {
-                key: value[keep_tensor].clone() if value.ndim > 0 else value.clone()
+        kept_state = {}
+        kept_parameters = []
+        for parameter in self.parameters():
+            kept = parameter.detach()[keep].clone().requires_grad_(True)
+            kept_state[kept] = {
+                key: value[keep].clone() if value.ndim > 0 else value.clone()
                 for key, value in old_state[parameter].items()
             }
-            new_dense.append(kept)
-        if self.mix_logits is not None and not keep[-1]:
-            self.mix_logits = None
-        elif self.mix_logits is not None:
-            new_state[self.mix_logits] = old_state[self.mix_logits]
-        self.dense = new_dense
-        self.probe_ids = self.probe_ids[torch.from_numpy(keep)]
-        fixed_ids = self.probe_ids[self.probe_ids < len(self.inputs.rows)]
-        self.fixed_rows = self.all_fixed_rows[fixed_ids.to(self.all_fixed_rows.device)]
-        self.optimizer = self._adamw(self.parameters())
-        self.optimizer.state.update(new_state)
+            kept_parameters.append(kept)
+        self.dense = kept_parameters[: len(self.dense)]
+        self.mix_logits = kept_parameters[-1] if self.mixes_layers else None
+        self.probe_ids = self.probe_ids[active[self.probe_ids]]
+        self.optimizer = self._adamw()
+        self.optimizer.state.update(kept_state)
+        self._select_features()
 
+    def restore_best(self) -> None:
+        """Every probe of the stack, with its best-epoch parameters, for predicting."""
+        self.probe_ids = self.all_ids
+        self.dense = self.best[: len(self.dense)]
+        self.mix_logits = self.best[-1] if self.mixes_layers else None
+        self._select_features()
 
-@torch.no_grad()
-def _evaluate_stack(
-    inputs: ProbeInputs,
-    rows: torch.Tensor,
-    labels: torch.Tensor,
-    fixed_rows: torch.Tensor,
-    mix_logits: torch.Tensor | None,
-    dense: list[torch.Tensor],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean cross-entropy (P,) and predicted classes (P, len(rows)) of stacked probes."""
-    loss_sum = 0.0
-    predictions = []
-    for chunk in rows.split(_EVALUATION_CHUNK):
-        logits = _stacked_logits(inputs, chunk, fixed_rows, mix_logits, dense)
-        loss_sum = loss_sum + _per_probe_loss(logits, labels[chunk])
-        predictions.append(logits.argmax(dim=-1))
-    return (loss_sum / len(rows)).cpu().numpy(), torch.cat(predictions, dim=1).cpu().numpy()
+    @torch.no_grad()
+    def evaluate(self, rows: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Mean cross-entropy (P,) and predicted classes (P, len(rows)) on ``rows``."""
+        loss_sum = 0.0
+        predictions = []
+        for chunk in rows.split(_EVALUATION_CHUNK):
+            logits = self.logits(chunk)
+            loss_sum = loss_sum + _per_probe_loss(logits, targets[chunk])
+            predictions.append(logits.argmax(dim=-1))
+        return (loss_sum / len(rows)).cpu().numpy(), torch.cat(predictions, dim=1).cpu().numpy()
 
 
 def _as_tensor(indices: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -282,47 +312,57 @@ def train_probes_batched(
         initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
         for name in inputs.names
     ]
-    stack = _ProbeStack(inputs, initial, settings)
-    best_dense = [parameter.detach().clone() for parameter in stack.dense]
-    best_mix = stack.mix_logits.detach().clone() if stack.mix_logits is not None else None
+    num_fixed = len(inputs.rows)
+    groups = [(np.arange(num_fixed), False), (np.arange(num_fixed, len(inputs.names)), True)]
+    all_stacks = [
+        _ProbeStack(inputs, ids, [initial[i] for i in ids], settings, mixes_layers)
+        for ids, mixes_layers in groups
+        if ids.size
+    ]
+    training = list(all_stacks)
     stopping = EarlyStopping(len(inputs.names), settings.patience)
     for epoch in range(1, settings.max_epochs + 1):
         for batch in epoch_batches(seed, epoch, train_rows, settings.batch_size):
-            stack.optimizer.zero_grad(set_to_none=True)
-            loss = _per_probe_loss(stack.logits(batch), targets[batch]).sum() / len(batch)
-            loss.backward()
-            stack.optimizer.step()
-        ids = stack.probe_ids.numpy()
+            loss = sum(_per_probe_loss(stack.logits(batch), targets[batch]).sum() for stack in training)
+            for stack in training:
+                stack.optimizer.zero_grad(set_to_none=True)
+            (loss / len(batch)).backward()
+            for stack in training:
+                stack.optimizer.step()
         losses = np.full(len(inputs.names), np.nan)
-        losses[ids], _ = _evaluate_stack(
-            inputs, validation_rows, targets, stack.fixed_rows, stack.mix_logits, stack.dense
-        )
+        for stack in training:
+            losses[stack.probe_ids] = stack.evaluate(validation_rows, targets)[0]
         improved = stopping.update(epoch, losses)
-        if improved.any():
-            improved_local = torch.from_numpy(improved[ids]).to(device)
-            improved_ids = torch.from_numpy(np.flatnonzero(improved)).to(device)
-            for best, parameter in zip(best_dense, stack.dense):
-                best[improved_ids] = parameter.detach()[improved_local]
-            if stack.mix_logits is not None and improved[-1]:
-                best_mix = stack.mix_logits.detach().clone()
-        still_training = stopping.active[ids]
-        if not still_training.any():
-            break
-        if not still_training.all():
-            stopped = [inputs.names[i] for i in ids[~still_training]]
+        for stack in training:
+            stack.remember_best(improved)
+        stopped = [i for stack in training for i in stack.probe_ids if not stopping.active[i]]
+        if stopped:
             logger.info(
-                "epoch %d: stopped %s; %d probes still training", epoch, ", ".join(stopped), still_training.sum()
+                "epoch %d: stopped %s; %d probes still training",
+                epoch,
+                ", ".join(inputs.names[i] for i in stopped),
+                stopping.active.sum(),
             )
-            stack.keep_only(still_training)
-    _, predictions = _evaluate_stack(inputs, test_rows, targets, stack.all_fixed_rows, best_mix, best_dense)
+            for stack in training:
+                if not stopping.active[stack.probe_ids].all():
+                    stack.keep_only(stopping.active)
+            training = [stack for stack in training if stack.probe_ids.size]
+        if not training:
+            break
+    predictions = []
+    for stack in all_stacks:
+        stack.restore_best()
+        predictions.append(stack.evaluate(test_rows, targets)[1])
+    best = [torch.cat(tensors) for tensors in zip(*(stack.best[: len(stack.dense)] for stack in all_stacks))]
+    mix_stack = all_stacks[-1] if all_stacks[-1].mixes_layers else None
     return ProbeResults(
         names=inputs.names,
-        predictions=predictions,
+        predictions=np.concatenate(predictions),
         epochs=stopping.epochs,
         best_epoch=stopping.best_epoch,
         best_validation_loss=stopping.best_loss,
-        layer_weights=torch.softmax(best_mix, dim=0).cpu().numpy() if best_mix is not None else None,
-        parameters=[p.squeeze(1).cpu().numpy() if i % 2 else p.cpu().numpy() for i, p in enumerate(best_dense)],
+        layer_weights=torch.softmax(mix_stack.best[-1][0], dim=0).cpu().numpy() if mix_stack else None,
+        parameters=[p.squeeze(1).cpu().numpy() if i % 2 else p.cpu().numpy() for i, p in enumerate(best)],
     )
 
 
