@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 
 from paraprobe.io import atomic_path, read_tsv, write_tsv
-from paraprobe.probe.inputs import build_probe_inputs, load_pooled_layers
+from paraprobe.probe.inputs import WEIGHTED_AVERAGE, build_probe_inputs, load_pooled_layers
 from paraprobe.probe.metrics import classification_scores, confusion_matrix
-from paraprobe.probe.splits import fold_split
+from paraprobe.probe.splits import FoldSplit, fold_split
 from paraprobe.probe.training import ProbeResults, ProbeSettings, train_probes_batched
 
 logger = logging.getLogger("paraprobe")
@@ -61,7 +61,9 @@ def configure_torch(device: str, threads: int | None) -> torch.device:
     return torch.device(device)
 
 
-def _run_record(results: ProbeResults, probe: int, true: np.ndarray, num_classes: int, seed: int, split) -> dict:
+def _run_record(
+    results: ProbeResults, probe: int, true: np.ndarray, num_classes: int, seed: int, split: FoldSplit
+) -> dict:
     """One seed's entry of a fold JSON's ``runs`` for probe number ``probe``."""
     confusion = confusion_matrix(true, results.predictions[probe], num_classes)
     return {
@@ -124,7 +126,7 @@ def run_probe_fold(
     validation_share : share of training speakers held out for early stopping
     device, threads : see :func:`configure_torch`
     """
-    if ("weighted_average" in json_paths) != (layer_weights_path is not None):
+    if (WEIGHTED_AVERAGE in json_paths) != (layer_weights_path is not None):
         raise ValueError("layer_weights_path must be given exactly when weighted_average is probed")
     if not seeds:
         raise ValueError("probe.seeds is empty: give at least one seed")

@@ -145,7 +145,10 @@ def write_table1(summary_path: str | Path, tsv_path: str | Path, markdown_path: 
 
 
 def _panel_grid(num_panels: int) -> tuple[plt.Figure, np.ndarray]:
-    figure, axes = plt.subplots(1, num_panels, figsize=(3.4 * num_panels, 2.9), sharey=True, squeeze=False)
+    """A row of ``num_panels`` axes sharing y, laid out to leave room for a legend on the right."""
+    figure, axes = plt.subplots(
+        1, num_panels, figsize=(3.4 * num_panels + 1.2, 2.9), sharey=True, squeeze=False, layout="constrained"
+    )
     return figure, axes[0]
 
 
@@ -162,8 +165,8 @@ def plot_probe_ua(runs_path: str | Path, png_path: str | Path) -> None:
     """Fig. 1: UA (%) per layer, a line per model, a panel per corpus (PNG and SVG).
 
     Lines join the mean UA over folds x seeds; error bars are +-1 SD; small dots are the single
-    runs (one per fold and seed, jittered sideways); a star marks each model's best layer; the
-    dashed line is chance (100 / number of classes).
+    runs (one per fold and seed, jittered sideways); a star marks each model's best layer, also
+    named in the lower right; the dashed line is chance (100 / number of classes).
     """
     apply_style()
     runs = read_tsv(runs_path)
@@ -214,14 +217,15 @@ def plot_probe_ua(runs_path: str | Path, png_path: str | Path) -> None:
                 linewidths=0.6,
                 zorder=5,
             )
-            axis.annotate(
-                f"L{stats['layer'][best]}",
-                (x[best], stats["mean"][best]),
-                xytext=(0, 7),
-                textcoords="offset points",
-                ha="center",
+            axis.text(  # one line per model in the lower right corner, in the model's colour
+                0.98,
+                0.03 + 0.07 * (len(models) - 1 - model_index),
+                f"{model}: best layer {stats['layer'][best]}",
+                transform=axis.transAxes,
+                ha="right",
                 fontsize=7,
                 color=colour,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
             )
         chance = 100 / of_corpus["n_classes"].iloc[0]
         axis.axhline(chance, color="grey", linestyle="--", linewidth=0.8)
@@ -237,7 +241,7 @@ def plot_probe_ua(runs_path: str | Path, png_path: str | Path) -> None:
         plt.Line2D([], [], marker="o", linestyle="", markersize=3, color="grey", alpha=0.5),
     ]
     names += ["best layer", "chance", "single run"]
-    figure.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.legend(handles, names, loc="outside right center", frameon=False)
     save_figure(figure, png_path)
 
 
@@ -284,7 +288,7 @@ def plot_layer_weights(summary: pd.DataFrame, png_path: str | Path) -> None:
     handles, names = _legend_entries(axes)
     handles.append(plt.Line2D([], [], color="grey", linestyle=":", linewidth=0.8))
     names.append("uniform 1/(L+1)")
-    figure.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.legend(handles, names, loc="outside right center", frameon=False)
     save_figure(figure, png_path)
 
 

@@ -5,11 +5,12 @@ dense to the classes, trained with softmax cross-entropy and AdamW until the val
 stops improving; the weights of the best validation epoch are kept.
 
 :func:`train_probes_batched` trains every input of a fold in one computation: each dense
-layer's weights are stacked on a leading probe axis and applied with ``torch.baddbmm``, every
-probe sees the same minibatches, and the summed loss gives each probe exactly the gradient of
-its own loss. A probe whose validation loss has not improved for ``patience`` epochs stops:
-it leaves the stack (its parameters and AdamW state are frozen where they were), so later
-epochs cost only what the probes still training need. :func:`train_probes_sequential` trains
+layer's weights are stacked on a leading probe axis and applied with ``torch.baddbmm`` (one
+stack for the fixed-input probes, one for the weighted-average probe), every probe sees the
+same minibatches, and the summed loss gives each probe exactly the gradient of its own loss.
+A probe whose validation loss has not improved for ``patience`` epochs stops: it leaves its
+stack (its parameters and AdamW state are frozen where they were, its best weights kept), so
+later epochs cost only what the probes still training need. :func:`train_probes_sequential` trains
 the same probes one by one with ``torch.nn`` modules, from the same initial weights and
 minibatches; the two agree up to floating-point rounding, which tests and ``bench/probe.py``
 check.
