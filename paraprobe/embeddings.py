@@ -527,6 +527,126 @@ def copy_previous_rows(
 # Jobs.
 
 
+class EmbeddingExtractor:
+    """A loaded model with the settings it extracts with.
+
+    Loading (weights, fingerprint) happens once here; :meth:`extract` can then run on
+    several manifests (the benchmark times it alone).
+
+    Parameters
+    ----------
+    model_cfg : dict
+        The model's entry of the config's ``models:`` (:func:`paraprobe.models.load_model`).
+    settings : ExtractionSettings
+    logger : logging.Logger, optional
+    """
+
+    def __init__(self, model_cfg: dict, settings: ExtractionSettings, logger: logging.Logger | None = None):
+        self.settings = settings
+        self.logger = logger or logging.getLogger("paraprobe")
+        self.device = resolve_device(settings.device)
+        torch.set_num_threads(settings.threads)
+        self.model, self.inputs, self.info = load_model(model_cfg, self.device)
+        self.budget_samples = batch_budget_samples(settings.batch_seconds, self.device, self.model.config)
+        self.pooler = LayerPooler(
+            self.model, self.info, self.device, settings.half_precision, batched=self.budget_samples > 0
+        )
+
+    def attributes(self) -> dict:
+        return file_attributes(self.info, self.inputs, self.pooler.precision, self.settings)
+
+    def extract(
+        self,
+        manifest_path: str | Path,
+        output_path: str | Path,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        previous_path: str | Path | None = None,
+    ) -> ExtractionSummary:
+        """Write the embeddings file of a corpus, or the part file of shard ``shard_index`` of ``num_shards``.
+
+        Parameters
+        ----------
+        manifest_path : path
+            The corpus's ``manifest.tsv``.
+        output_path : path
+            The ``.h5`` to write (a part file when ``num_shards > 1``; see :func:`merge_shards`).
+        shard_index, num_shards : int
+            Which share of the corpus's batches this job computes.
+        previous_path : path, optional
+            An earlier complete embeddings file of this (corpus, model); its rows with an
+            unchanged model, settings and audio hash are copied instead of computed.
+        """
+        info, logger = self.info, self.logger
+        manifest = read_manifest(manifest_path)
+        num_samples = manifest_num_samples(manifest)
+        batches = shard_batches(num_samples, self.budget_samples, shard_index, num_shards)
+        rows = np.sort(np.concatenate(batches)) if batches else np.zeros(0, dtype=np.int64)
+        attributes = self.attributes()
+        if num_shards > 1:
+            attributes.update(zip(SHARD_ATTRIBUTES, (shard_index, num_shards), strict=True))
+        keep_frames = frame_subset(manifest, self.settings.frame_utterances, self.settings.frame_seed)[rows]
+        num_frames = np.array([num_model_frames(n, info.conv_kernel, info.conv_stride) for n in num_samples[rows]])
+        utt_ids, sha1s = manifest["utt_id"].to_numpy()[rows], manifest["sha1"].to_numpy()[rows]
+        here, there = reusable_rows(previous_path, attributes, utt_ids, sha1s, keep_frames, logger)
+        local = np.full(len(manifest), -1, dtype=np.int64)  # manifest row -> row of this file
+        local[rows] = np.arange(len(rows))
+        reused = np.zeros(len(rows), dtype=bool)
+        reused[here] = True
+        to_compute = [batch[~reused[local[batch]]] for batch in batches]
+        to_compute = [batch for batch in to_compute if len(batch)]
+        computed = sum(len(batch) for batch in to_compute)
+        audio_seconds = sum(float(num_samples[batch].sum()) for batch in to_compute) / TARGET_SAMPLE_RATE
+        logger.info(
+            "%s on %s (%s), batches of %.0f s%s: %d utterances reused from the previous file, "
+            "%d to compute (%.1f s of audio)",
+            info.name, self.device, self.pooler.precision, self.budget_samples / TARGET_SAMPLE_RATE,
+            f", shard {shard_index + 1}/{num_shards}" if num_shards > 1 else "", len(here), computed, audio_seconds,
+        )  # fmt: skip
+        progress = Progress(computed, "utterances", audio_seconds, logger, label=f"{info.name} embeddings")
+        with atomic_path(output_path) as temporary, h5py.File(temporary, "w") as out:
+            offsets = create_layout(
+                out, utt_ids, sha1s, num_frames, keep_frames, info.hidden_size, info.num_layers, attributes
+            )
+            if len(here):
+                copy_previous_rows(out, previous_path, here, there, keep_frames, info.num_layers)
+            pooled_sets = [out[f"pooled/{name}"] for name in layer_names(info.num_layers)]
+            frame_sets = [out[f"frames/{name}"] for name in layer_names(info.num_layers)]
+            paths = manifest["path"].to_numpy()
+            load = functools.partial(self.load_input, paths, num_samples)
+            for batch, padded in prefetch(to_compute, load, self.collate, self.decode_workers):
+                batch_rows = local[batch]
+                pooled, frames = self.pooler(padded, num_samples[batch].tolist(), keep_frames[batch_rows].tolist())
+                order = np.argsort(batch_rows)  # h5py writes rows listed in increasing order
+                for layer, dataset in enumerate(pooled_sets):
+                    dataset[batch_rows[order]] = pooled[layer][order]
+                for row, utterance_frames in zip(batch_rows, frames, strict=True):
+                    if utterance_frames is not None:
+                        for layer, dataset in enumerate(frame_sets):
+                            dataset[offsets[row] : offsets[row + 1]] = utterance_frames[layer]
+                progress.update(len(batch), float(num_samples[batch].sum()) / TARGET_SAMPLE_RATE)
+        logger.info("wrote %s: %d utterances reused, %d computed", output_path, len(here), computed)
+        return ExtractionSummary(reused=len(here), computed=computed, audio_seconds_computed=audio_seconds)
+
+    @property
+    def decode_workers(self) -> int:
+        """Audio decoding threads: one on a CPU (the model needs every core), all on a GPU."""
+        return self.settings.threads if self.device.type == "cuda" else 1
+
+    def collate(self, inputs: list[np.ndarray]) -> torch.Tensor:
+        return pad_batch(inputs, pin=self.device.type == "cuda")
+
+    def load_input(self, paths: np.ndarray, num_samples: np.ndarray, row: int) -> np.ndarray:
+        """Decode manifest row ``row`` and turn it into model input values."""
+        samples = load_audio(paths[row])
+        if samples.size != num_samples[row]:
+            raise ValueError(
+                f"{paths[row]}: decodes to {samples.size} samples but the manifest says {num_samples[row]} "
+                "(duration_s); the file changed since the manifest was built: rebuild the manifest"
+            )
+        return self.inputs.prepare(samples)
+
+
 def extract_embeddings(
     manifest_path: str | Path,
     model_cfg: dict,
@@ -537,88 +657,9 @@ def extract_embeddings(
     previous_path: str | Path | None = None,
     logger: logging.Logger | None = None,
 ) -> ExtractionSummary:
-    """Write the embeddings file of one (corpus, model), or shard ``shard_index`` of ``num_shards`` of it.
-
-    Parameters
-    ----------
-    manifest_path : path
-        The corpus's ``manifest.tsv``.
-    model_cfg : dict
-        The model's entry of the config's ``models:`` (:func:`paraprobe.models.load_model`).
-    output_path : path
-        The ``.h5`` to write (a part file when ``num_shards > 1``; see :func:`merge_shards`).
-    settings : ExtractionSettings
-    shard_index, num_shards : int
-        Which share of the corpus's batches this job computes.
-    previous_path : path, optional
-        An earlier complete embeddings file of this (corpus, model); its rows with an
-        unchanged model, settings and audio hash are copied instead of computed.
-    """
-    logger = logger or logging.getLogger("paraprobe")
-    manifest = read_manifest(manifest_path)
-    num_samples = manifest_num_samples(manifest)
-    device = resolve_device(settings.device)
-    torch.set_num_threads(settings.threads)
-    model, inputs, info = load_model(model_cfg, device)
-    budget = batch_budget_samples(settings.batch_seconds, device, model.config)
-    batches = shard_batches(num_samples, budget, shard_index, num_shards)
-    rows = np.sort(np.concatenate(batches)) if batches else np.zeros(0, dtype=np.int64)
-    pooler = LayerPooler(model, info, device, settings.half_precision, batched=any(len(b) > 1 for b in batches))
-    attributes = file_attributes(info, inputs, pooler.precision, settings)
-    if num_shards > 1:
-        attributes.update(zip(SHARD_ATTRIBUTES, (shard_index, num_shards), strict=True))
-    keep_frames = frame_subset(manifest, settings.frame_utterances, settings.frame_seed)[rows]
-    num_frames = np.array([num_model_frames(n, info.conv_kernel, info.conv_stride) for n in num_samples[rows]])
-    utt_ids, sha1s = manifest["utt_id"].to_numpy()[rows], manifest["sha1"].to_numpy()[rows]
-    here, there = reusable_rows(previous_path, attributes, utt_ids, sha1s, keep_frames, logger)
-    local = np.full(len(manifest), -1, dtype=np.int64)
-    local[rows] = np.arange(len(rows))
-    reused = np.zeros(len(rows), dtype=bool)
-    reused[here] = True
-    to_compute = [batch[~reused[local[batch]]] for batch in batches]
-    to_compute = [batch for batch in to_compute if len(batch)]
-    computed_rows = np.concatenate(to_compute) if to_compute else np.zeros(0, dtype=np.int64)
-    audio_seconds = float(num_samples[computed_rows].sum()) / TARGET_SAMPLE_RATE
-    logger.info(
-        "%s on %s (%s), batches of %.0f s%s: %d utterances reused from the previous file, %d to compute (%.1f s of audio)",
-        info.name, device, pooler.precision, budget / TARGET_SAMPLE_RATE,
-        f", shard {shard_index + 1}/{num_shards}" if num_shards > 1 else "", len(here), len(computed_rows), audio_seconds,
-    )  # fmt: skip
-
-    paths = manifest["path"].to_numpy()
-
-    def load(row: int) -> np.ndarray:
-        samples = load_audio(paths[row])
-        if samples.size != num_samples[row]:
-            raise ValueError(
-                f"{paths[row]}: decodes to {samples.size} samples but the manifest says {num_samples[row]} "
-                "(duration_s); the file changed since the manifest was built: rebuild the manifest"
-            )
-        return inputs.prepare(samples)
-
-    progress = Progress(len(computed_rows), "utterances", audio_seconds, logger, label=f"{info.name} embeddings")
-    with atomic_path(output_path) as temporary, h5py.File(temporary, "w") as out:
-        offsets = create_layout(out, utt_ids, sha1s, num_frames, keep_frames, info.hidden_size, info.num_layers, attributes)
-        if len(here):
-            copy_previous_rows(out, previous_path, here, there, keep_frames, info.num_layers)
-        pooled_sets = [out[f"pooled/{name}"] for name in layer_names(info.num_layers)]
-        frame_sets = [out[f"frames/{name}"] for name in layer_names(info.num_layers)]
-        # On a CPU the model needs every core; on a GPU the threads decode audio.
-        workers = settings.threads if device.type == "cuda" else 1
-        collate = functools.partial(pad_batch, pin=device.type == "cuda")
-        for batch, padded in prefetch(to_compute, load, collate, workers):
-            batch_rows = local[batch]
-            pooled, frames = pooler(padded, num_samples[batch].tolist(), keep_frames[batch_rows].tolist())
-            order = np.argsort(batch_rows)  # h5py writes rows listed in increasing order
-            for layer, dataset in enumerate(pooled_sets):
-                dataset[batch_rows[order]] = pooled[layer][order]
-            for row, utterance_frames in zip(batch_rows, frames, strict=True):
-                if utterance_frames is not None:
-                    for layer, dataset in enumerate(frame_sets):
-                        dataset[offsets[row] : offsets[row + 1]] = utterance_frames[layer]
-            progress.update(len(batch), float(num_samples[batch].sum()) / TARGET_SAMPLE_RATE)
-    logger.info("wrote %s: %d utterances reused, %d computed", output_path, len(here), len(computed_rows))
-    return ExtractionSummary(reused=len(here), computed=len(computed_rows), audio_seconds_computed=audio_seconds)
+    """Load the model and write one embeddings (or part) file: :meth:`EmbeddingExtractor.extract`."""
+    extractor = EmbeddingExtractor(model_cfg, settings, logger)
+    return extractor.extract(manifest_path, output_path, shard_index, num_shards, previous_path)
 
 
 def merge_shards(

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, Wav2Vec2FeatureExtractor
+from transformers.utils import CONFIG_NAME
 
 from paraprobe.audio import TARGET_SAMPLE_RATE
 from paraprobe.framing import hop_samples
@@ -37,8 +39,11 @@ logger = logging.getLogger("paraprobe")
 #: Added to the variance before the square root, as in ``Wav2Vec2FeatureExtractor``.
 NORMALIZATION_EPSILON = 1e-7
 
-#: Config keys that name a checkpoint's provenance rather than what it computes.
-PROVENANCE_CONFIG_KEYS = ("_name_or_path", "_commit_hash", "transformers_version", "name_or_path")
+#: Config keys that do not change what the base model computes: provenance, the head class
+#: a checkpoint was saved from, and the storage dtype (the weights' dtypes are hashed anyway).
+NON_COMPUTATIONAL_CONFIG_KEYS = (
+    "_name_or_path", "_commit_hash", "transformers_version", "name_or_path", "architectures", "dtype", "torch_dtype"
+)
 
 
 class CheckpointNotAvailableError(RuntimeError):
@@ -168,7 +173,7 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu") -> tuple[tor
             raise CheckpointNotAvailableError(unavailable_message(model_cfg, error)) from error
         input_settings = pretrained_input_settings(source, revision_request)
         name = source
-        revision = getattr(config, "_commit_hash", None) or ""
+        revision = resolved_revision(source, revision_request)
 
     check_supported(config, input_settings, name)
     model.eval().requires_grad_(False)
@@ -255,6 +260,18 @@ def unavailable_message(model_cfg: dict, error: Exception, planning: bool = Fals
     return f"model checkpoint {model_id}{revision} could not be loaded ({reason}): {how}"
 
 
+def resolved_revision(source: str, revision: str | None) -> str:
+    """Commit hash of the hub snapshot a checkpoint was loaded from; ``""`` for a local directory.
+
+    Read from the Hugging Face cache, where every loaded file lives under
+    ``models--{org}--{name}/snapshots/{commit}/``.
+    """
+    if Path(source).is_dir():
+        return ""
+    cached = try_to_load_from_cache(source, CONFIG_NAME, revision=revision or "main")
+    return Path(cached).parent.name if isinstance(cached, str) else ""
+
+
 def pretrained_input_settings(source: str, revision: str | None) -> InputSettings:
     """Sampling rate and normalisation from the checkpoint's ``preprocessor_config.json``.
 
@@ -290,11 +307,11 @@ def check_supported(config: PretrainedConfig, input_settings: InputSettings, nam
 def model_fingerprint(model: torch.nn.Module) -> str:
     """SHA-1 over every weight (name, dtype, shape, bytes) and the computation-relevant config.
 
-    Provenance fields (name, commit, transformers version) are left out, so a
-    checkpoint copied to a local directory keeps its fingerprint.
+    :data:`NON_COMPUTATIONAL_CONFIG_KEYS` are left out, so a checkpoint saved to a local
+    directory, or found under another name, keeps its fingerprint.
     """
     digest = hashlib.sha1()
-    config = {key: value for key, value in model.config.to_dict().items() if key not in PROVENANCE_CONFIG_KEYS}
+    config = {key: value for key, value in model.config.to_dict().items() if key not in NON_COMPUTATIONAL_CONFIG_KEYS}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().to("cpu").contiguous()
