@@ -225,17 +225,26 @@ class LayerPooler:
     device : torch.device
     half_precision : bool
         float16 autocast, used on CUDA only.
-    batched : bool
-        Whether batches of more than one utterance will come (installs
-        :class:`paraprobe.batching.ExactBatching` on the model).
+    feature_encoder : {"per_utterance", "batched"} or None
+        How the CNN runs on padded batches (:class:`paraprobe.batching.ExactBatching`,
+        installed on the model); None when every batch holds one utterance.
     """
 
-    def __init__(self, model: torch.nn.Module, info: ModelInfo, device: torch.device, half_precision: bool, batched: bool):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        info: ModelInfo,
+        device: torch.device,
+        half_precision: bool,
+        feature_encoder: str | None,
+    ):
         self.model = model
         self.info = info
         self.device = device
         self.autocast = device.type == "cuda" and half_precision
-        self.exact_batching = ExactBatching(model, info.conv_kernel, info.conv_stride) if batched else None
+        self.exact_batching = (
+            ExactBatching(model, info.conv_kernel, info.conv_stride, feature_encoder) if feature_encoder else None
+        )
 
     @property
     def precision(self) -> str:
@@ -548,8 +557,15 @@ class EmbeddingExtractor:
         torch.set_num_threads(settings.threads)
         self.model, self.inputs, self.info = load_model(model_cfg, self.device)
         self.budget_samples = batch_budget_samples(settings.batch_seconds, self.device, self.model.config)
+        # The CNN runs per utterance on a CPU (nothing to gain from batching it there, and
+        # its large first activations stay in cache) and batched on a GPU (large kernels).
+        feature_encoder = "batched" if self.device.type == "cuda" else "per_utterance"
         self.pooler = LayerPooler(
-            self.model, self.info, self.device, settings.half_precision, batched=self.budget_samples > 0
+            self.model,
+            self.info,
+            self.device,
+            settings.half_precision,
+            feature_encoder if self.budget_samples > 0 else None,
         )
 
     def attributes(self) -> dict:

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
 
 from paraprobe.audio import BadAudioError, load_audio
-from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, assign_to_shards, plan_batches
+from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, FEATURE_ENCODER_MODES, assign_to_shards, plan_batches
 from paraprobe.embeddings import (
     ExtractionSettings,
     LayerPooler,
@@ -165,8 +165,9 @@ def test_batched_file_matches_hugging_face_one_utterance_at_a_time(tmp_path, cor
         np.testing.assert_allclose(frames, states.astype(np.float16), rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("feature_encoder", FEATURE_ENCODER_MODES)
 @pytest.mark.parametrize("model_type", EXACT_BATCHING_MODEL_TYPES)
-def test_padded_batch_equals_single_passes_for_every_supported_model_type(tmp_path, model_type):
+def test_padded_batch_equals_single_passes_for_every_supported_model_type(tmp_path, model_type, feature_encoder):
     config = tiny_config(model_type)
     model_cfg = save_checkpoint(tmp_path, config)
     model, inputs, info = load_model(model_cfg)
@@ -174,7 +175,7 @@ def test_padded_batch_equals_single_passes_for_every_supported_model_type(tmp_pa
     lengths = [16_000, 9_000, 4_321, 400]
     values = [inputs.prepare(rng.standard_normal(n).astype(np.float32)) for n in lengths]
     singles = [hugging_face_single(model, x) for x in values]
-    pooler = LayerPooler(model, info, torch.device("cpu"), half_precision=False, batched=True)
+    pooler = LayerPooler(model, info, torch.device("cpu"), half_precision=False, feature_encoder=feature_encoder)
     pooled, frames = pooler(pad_batch(values, pin=False), lengths, [True] * 4)
     for b, single in enumerate(singles):
         assert cosines(pooled[:, b], single.mean(axis=1)).min() >= 0.999
