@@ -63,6 +63,11 @@ CPU_AUTO_BATCH_SECONDS = 30.0
 GPU_MAX_AUTO_BATCH_SECONDS = 600.0
 #: Share of free GPU memory the automatic batch may plan to use.
 GPU_MEMORY_SHARE = 0.5
+#: Planning throughput of a 12-layer model (audio seconds per second), a few times below
+#: what bench/extract.py measures, for :func:`estimated_runtime_minutes`.
+PLANNING_RATE_PER_CPU_THREAD = 0.5
+PLANNING_RATE_PER_GPU = 200.0
+PLANNING_OVERHEAD_MINUTES = 10
 #: Bytes one copy-and-merge block may hold per dataset.
 COPY_BLOCK_BYTES = 64 * 2**20
 
@@ -96,19 +101,6 @@ class ExtractionSettings:
     frame_utterances: int | str = 500
     frame_seed: int = 0
     threads: int = 1
-
-    @classmethod
-    def from_config(cls, section: dict, threads: int = 1) -> ExtractionSettings:
-        """From the validated ``extraction:`` section (schema defaults filled in)."""
-        frames = section.get("frames", {})
-        return cls(
-            batch_seconds=section.get("batch_seconds", cls.batch_seconds),
-            device=section.get("device", cls.device),
-            half_precision=bool(section.get("half_precision", cls.half_precision)),
-            frame_utterances=frames.get("utterances", cls.frame_utterances),
-            frame_seed=int(frames.get("seed", cls.frame_seed)),
-            threads=max(1, int(threads)),
-        )
 
 
 @dataclass(frozen=True)
@@ -207,6 +199,23 @@ def batch_budget_samples(batch_seconds: float | str, device: torch.device, confi
     transformer_floats = frame_rate * (2 * (config.num_hidden_layers + 1) * config.hidden_size + 2 * config.intermediate_size)
     seconds = GPU_MEMORY_SHARE * free_bytes / (4 * (first_conv_floats + transformer_floats))
     return int(min(GPU_MAX_AUTO_BATCH_SECONDS, seconds) * TARGET_SAMPLE_RATE)
+
+
+def estimated_runtime_minutes(
+    manifest_path: str | Path, num_layers: int, device: str, threads: int, num_shards: int
+) -> int:
+    """The ``runtime`` (minutes) an extraction job asks its scheduler for.
+
+    The manifest's total audio over a deliberately low throughput:
+    :data:`PLANNING_RATE_PER_CPU_THREAD` audio seconds per second per thread on a CPU
+    (``auto`` plans as a CPU), :data:`PLANNING_RATE_PER_GPU` on a GPU, for a 12-layer
+    model and slower in proportion to more layers; plus :data:`PLANNING_OVERHEAD_MINUTES`
+    for loading the model. Each of ``num_shards`` jobs gets its share.
+    """
+    audio_seconds = float(read_tsv(manifest_path)["duration_s"].sum())
+    rate = PLANNING_RATE_PER_GPU if device.startswith("cuda") else PLANNING_RATE_PER_CPU_THREAD * threads
+    seconds = audio_seconds / num_shards / (rate * 12 / max(num_layers, 1))
+    return int(PLANNING_OVERHEAD_MINUTES + np.ceil(seconds / 60))
 
 
 # ---------------------------------------------------------------------------------------
