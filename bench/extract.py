@@ -84,7 +84,9 @@ def save_base_sized_model(directory: Path, seed: int) -> None:
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(directory)
 
 
-def naive_loop(model_dir: Path, manifest: pd.DataFrame, keep_frames: np.ndarray, device: torch.device) -> tuple[np.ndarray, float]:
+def naive_loop(
+    model_dir: Path, manifest: pd.DataFrame, keep_frames: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, float]:
     """Pooled (L + 1, N, D) and wall seconds of the one-utterance-at-a-time Hugging Face loop."""
     extractor = AutoFeatureExtractor.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).to(device).eval()
@@ -177,10 +179,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio paraprobe / naive: {naive_wall / wall:.2f}x")
         print(f"lowest cosine to the naive loop per layer: {format_layers(min_cosine_per_layer(pooled, naive_pooled))}")
         if device.type == "cuda":
-            full = EmbeddingExtractor({"id": str(model_dir)}, ExtractionSettings(**{**settings.__dict__, "half_precision": False}))
+            full = EmbeddingExtractor(
+                {"id": str(model_dir)}, ExtractionSettings(**{**settings.__dict__, "half_precision": False})
+            )
             full_pooled, full_wall = paraprobe_run(full, manifest_path, root / "float32.h5")
             print(f"paraprobe float32: {audio_seconds / full_wall:.1f} audio s/s")
-            print(f"float16 autocast vs float32, lowest cosine per layer: {format_layers(min_cosine_per_layer(pooled, full_pooled))}")
+            print(
+                f"float16 autocast vs float32, lowest cosine per layer: {format_layers(min_cosine_per_layer(pooled, full_pooled))}"
+            )
         print(f"peak host memory (whole run): {peak_memory_mb():.0f} MB")
 
 

@@ -115,9 +115,7 @@ class ExactBatching:
     Use :meth:`padded` around each forward pass of a padded batch.
     """
 
-    def __init__(
-        self, model: nn.Module, conv_kernel: Sequence[int], conv_stride: Sequence[int], feature_encoder: str
-    ):
+    def __init__(self, model: nn.Module, conv_kernel: Sequence[int], conv_stride: Sequence[int], feature_encoder: str):
         model_type = model.config.model_type
         if model_type not in EXACT_BATCHING_MODEL_TYPES:
             raise ValueError(
@@ -144,7 +142,9 @@ class ExactBatching:
         for module in model.encoder.modules():
             if isinstance(module, nn.Conv1d):
                 if module.stride != (1,):
-                    raise ValueError(f"{model_type}: a strided convolution in the transformer cannot be batched exactly")
+                    raise ValueError(
+                        f"{model_type}: a strided convolution in the transformer cannot be batched exactly"
+                    )
                 module.register_forward_pre_hook(self._zero_padded_frames)
 
     def _zero_padded_frames(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]):

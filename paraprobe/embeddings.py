@@ -22,8 +22,9 @@ subset's frames cross to the host, where they are written straight into the HDF5
 (host memory does not grow with the corpus). With ``num_shards > 1`` a job computes the
 batches :func:`paraprobe.batching.assign_to_shards` gives it and writes a part file;
 :func:`merge_shards` joins the parts into the file one job would write. Rows of a
-previous output with the same model, settings and audio hash are copied, not recomputed.
-Every file is written to a temporary name and renamed when complete.
+previous output with the same model, settings and audio hash are copied, not recomputed
+(:mod:`paraprobe.embedding_store` holds the file layout and the copying). Every file is
+written to a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -46,17 +47,20 @@ import torch
 from paraprobe import __version__
 from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
 from paraprobe.batching import ExactBatching, assign_to_shards, plan_batches
+from paraprobe.embedding_store import (
+    FORMAT_VERSION,
+    SHARD_ATTRIBUTES,
+    copy_previous_rows,
+    copy_utterance_rows,
+    create_layout,
+    layer_names,
+    reusable_rows,
+)
 from paraprobe.framing import hop_samples, num_model_frames
 from paraprobe.io import atomic_path, read_tsv
 from paraprobe.models import InputSettings, ModelInfo, load_model, resolve_device
 from paraprobe.progress import Progress
 
-#: Bumped whenever the layout or the meaning of a stored number changes; older files are not reused.
-FORMAT_VERSION = 1
-#: Attributes that must match for a previous file's rows to be reused.
-IDENTITY_ATTRIBUTES = ("format_version", "model_fingerprint", "do_normalize", "precision")
-#: Attributes of a shard's part file only.
-SHARD_ATTRIBUTES = ("shard_index", "num_shards")
 #: Padded audio per forward pass when ``batch_seconds`` is ``auto`` on a CPU.
 CPU_AUTO_BATCH_SECONDS = 30.0
 #: Upper bound of the GPU's automatic batch: larger batches gain nothing and bucket worse.
@@ -68,8 +72,6 @@ GPU_MEMORY_SHARE = 0.5
 PLANNING_RATE_PER_CPU_THREAD = 0.5
 PLANNING_RATE_PER_GPU = 200.0
 PLANNING_OVERHEAD_MINUTES = 10
-#: Bytes one copy-and-merge block may hold per dataset.
-COPY_BLOCK_BYTES = 64 * 2**20
 
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "duration_s", "sha1")
 
@@ -196,7 +198,9 @@ def batch_budget_samples(batch_seconds: float | str, device: torch.device, confi
     free_bytes, _ = torch.cuda.mem_get_info(device)
     first_conv_floats = 6 * TARGET_SAMPLE_RATE / config.conv_stride[0] * config.conv_dim[0]
     frame_rate = TARGET_SAMPLE_RATE / hop_samples(config.conv_stride)
-    transformer_floats = frame_rate * (2 * (config.num_hidden_layers + 1) * config.hidden_size + 2 * config.intermediate_size)
+    transformer_floats = frame_rate * (
+        2 * (config.num_hidden_layers + 1) * config.hidden_size + 2 * config.intermediate_size
+    )
     seconds = GPU_MEMORY_SHARE * free_bytes / (4 * (first_conv_floats + transformer_floats))
     return int(min(GPU_MAX_AUTO_BATCH_SECONDS, seconds) * TARGET_SAMPLE_RATE)
 
@@ -283,18 +287,16 @@ class LayerPooler:
         """
         padded = padded.to(self.device, non_blocking=True)
         frames_per_utterance = [num_model_frames(n, self.info.conv_kernel, self.info.conv_stride) for n in num_samples]
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.inference_mode())
-            if self.autocast:
-                stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
-            attention_mask = None
-            if len(num_samples) > 1:
-                attention_mask = stack.enter_context(self.exact_batching.padded(num_samples, self.device))
-            hidden_states = self.model(padded, attention_mask=attention_mask, output_hidden_states=True).hidden_states
+        with torch.inference_mode():
+            with self._precision(), self._padding(num_samples) as attention_mask:
+                outputs = self.model(padded, attention_mask=attention_mask, output_hidden_states=True)
+            hidden_states = outputs.hidden_states
             self._check_shapes(hidden_states, len(num_samples), max(frames_per_utterance))
+            # Pooling in float32 outside autocast, as a (B, 1, T) x (B, T, D) product with
+            # weights 1 / frames on valid frames and 0 on padding.
             valid = torch.as_tensor(frames_per_utterance, device=self.device)
             weights = (torch.arange(hidden_states[0].shape[1], device=self.device)[None, :] < valid[:, None]).float()
-            weights = (weights / valid[:, None]).unsqueeze(1)  # (B, 1, T): a mean as a batched product
+            weights = (weights / valid[:, None]).unsqueeze(1)
             pooled = torch.stack([torch.bmm(weights, state.float()).squeeze(1) for state in hidden_states])
             kept = [b for b, keep in enumerate(keep_frames) if keep]
             kept_frames = [
@@ -309,6 +311,15 @@ class LayerPooler:
             frames[b] = frames_host[:, start : start + frames_per_utterance[b]]
             start += frames_per_utterance[b]
         return pooled_host, frames
+
+    def _precision(self) -> contextlib.AbstractContextManager:
+        return torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
+
+    def _padding(self, num_samples: Sequence[int]) -> contextlib.AbstractContextManager:
+        """Yields the sample attention mask of a padded batch; None for a lone utterance."""
+        if len(num_samples) == 1:
+            return contextlib.nullcontext(None)
+        return self.exact_batching.padded(num_samples, self.device)
 
     def _check_shapes(self, hidden_states: Sequence[torch.Tensor], batch_size: int, frames: int) -> None:
         expected = (batch_size, frames, self.info.hidden_size)
@@ -363,12 +374,7 @@ def prefetch(
 
 
 # ---------------------------------------------------------------------------------------
-# The HDF5 file.
-
-
-def layer_names(num_layers: int) -> list[str]:
-    """``layer_00`` ... ``layer_LL``: the L + 1 hidden states."""
-    return [f"layer_{index:02d}" for index in range(num_layers + 1)]
+# Jobs.
 
 
 def file_attributes(info: ModelInfo, inputs: InputSettings, precision: str, settings: ExtractionSettings) -> dict:
@@ -396,153 +402,6 @@ def file_attributes(info: ModelInfo, inputs: InputSettings, precision: str, sett
         "format_version": FORMAT_VERSION,
         "paraprobe_version": __version__,
     }
-
-
-def create_layout(
-    out: h5py.File,
-    utt_ids: Sequence[str],
-    sha1s: Sequence[str],
-    num_frames: np.ndarray,
-    keep_frames: np.ndarray,
-    hidden_size: int,
-    num_layers: int,
-    attributes: dict,
-) -> np.ndarray:
-    """Write ids, hashes, offsets and attributes; allocate the pooled and frame datasets.
-
-    Datasets are contiguous (their sizes are known), so rows can be written in any order.
-    Returns the (N + 1,) frame offsets.
-    """
-    text = h5py.string_dtype()
-    out.create_dataset("utt_id", data=np.asarray(utt_ids, dtype=object), dtype=text)
-    out.create_dataset("sha1", data=np.asarray(sha1s, dtype=object), dtype=text)
-    out.create_dataset("num_frames", data=np.asarray(num_frames, dtype=np.int64))
-    offsets = np.concatenate([[0], np.cumsum(np.where(keep_frames, num_frames, 0))]).astype(np.int64)
-    out.create_dataset("frame_offsets", data=offsets)
-    for name in layer_names(num_layers):
-        out.create_dataset(f"pooled/{name}", shape=(len(utt_ids), hidden_size), dtype=np.float32)
-        out.create_dataset(f"frames/{name}", shape=(int(offsets[-1]), hidden_size), dtype=np.float16)
-    out.attrs.update(attributes)
-    return offsets
-
-
-def copy_utterance_rows(
-    destination: h5py.Dataset,
-    destination_offsets: np.ndarray,
-    pieces: Sequence[tuple[h5py.Dataset, np.ndarray, np.ndarray, np.ndarray]],
-) -> None:
-    """Copy utterances' rows between ragged datasets, in blocks of bounded size.
-
-    Parameters
-    ----------
-    destination : (R, D) dataset
-        Utterance u owns rows ``[destination_offsets[u], destination_offsets[u + 1])``.
-    destination_offsets : (U + 1,) int array
-    pieces : list of (source, source_offsets, source_utterances, destination_utterances)
-        Copy the rows of source utterance ``source_utterances[k]`` to destination
-        utterance ``destination_utterances[k]``; both arrays increasing, and the pieces'
-        destination utterances disjoint. Pooled datasets are the case of one row per
-        utterance (offsets ``0, 1, ..., U``).
-
-    A block is a run of destination utterances whose rows span at most
-    :data:`COPY_BLOCK_BYTES` in the destination and in each source; it costs one read
-    per source and one write. Destination rows inside a block that no piece covers are
-    written as zeros: the caller fills them afterwards (extraction) or the pieces cover
-    every row (merge).
-    """
-    max_rows = max(1, COPY_BLOCK_BYTES // (destination.shape[1] * destination.dtype.itemsize))
-    transfers = sorted(
-        (int(target), p, k) for p, (_, _, _, targets) in enumerate(pieces) for k, target in enumerate(targets)
-    )
-    start = 0
-    while start < len(transfers):
-        first_in_source: dict[int, int] = {}
-        stop = start
-        for target, p, k in transfers[start:]:
-            source_offsets, source_utterances = pieces[p][1], pieces[p][2]
-            first = source_utterances[first_in_source.get(p, k)]
-            destination_rows = destination_offsets[target + 1] - destination_offsets[transfers[start][0]]
-            source_rows = source_offsets[source_utterances[k] + 1] - source_offsets[first]
-            if stop > start and max(destination_rows, source_rows) > max_rows:
-                break
-            first_in_source.setdefault(p, k)
-            stop += 1
-        base = destination_offsets[transfers[start][0]]
-        block = np.zeros((destination_offsets[transfers[stop - 1][0] + 1] - base, destination.shape[1]), destination.dtype)
-        for p, first_k in first_in_source.items():
-            source, source_offsets, source_utterances, destination_utterances = pieces[p]
-            last_k = max(k for _, q, k in transfers[start:stop] if q == p)
-            source_base = source_offsets[source_utterances[first_k]]
-            rows = source[source_base : source_offsets[source_utterances[last_k] + 1]]
-            for k in range(first_k, last_k + 1):
-                u, d = source_utterances[k], destination_utterances[k]
-                at = destination_offsets[d] - base
-                block[at : at + source_offsets[u + 1] - source_offsets[u]] = rows[
-                    source_offsets[u] - source_base : source_offsets[u + 1] - source_base
-                ]
-        destination[base : base + len(block)] = block
-        start = stop
-
-
-def reusable_rows(
-    previous_path: str | Path | None,
-    attributes: dict,
-    utt_ids: Sequence[str],
-    sha1s: Sequence[str],
-    keep_frames: np.ndarray,
-    logger: logging.Logger,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a previous embeddings file that this file may copy instead of computing.
-
-    A row is reusable when the previous file was made with the same
-    :data:`IDENTITY_ATTRIBUTES` (same weights, normalisation, precision, format) and has
-    the utterance with the same audio hash, and (if this file stores the utterance's
-    frames) stored its frames. An unreadable previous file is ignored with a warning.
-
-    Returns (rows here, rows there): increasing int arrays of equal length.
-    """
-    none = np.zeros(0, dtype=np.int64)
-    if previous_path is None or not Path(previous_path).is_file():
-        return none, none
-    try:
-        with h5py.File(previous_path, "r") as previous:
-            changed = [key for key in IDENTITY_ATTRIBUTES if previous.attrs.get(key) != attributes[key]]
-            if changed:
-                logger.info("previous %s differs in %s: recomputing every utterance", previous_path, ", ".join(changed))
-                return none, none
-            previous_ids = previous["utt_id"].asstr()[:]
-            previous_sha1 = previous["sha1"].asstr()[:]
-            previous_offsets = previous["frame_offsets"][:]
-    except (OSError, KeyError) as error:
-        logger.warning("previous %s is unreadable (%s): recomputing every utterance", previous_path, error)
-        return none, none
-    where = {(utt, sha1): row for row, (utt, sha1) in enumerate(zip(previous_ids, previous_sha1, strict=True))}
-    here, there = [], []
-    for row, key in enumerate(zip(utt_ids, sha1s, strict=True)):
-        match = where.get(key)
-        if match is None or (keep_frames[row] and previous_offsets[match + 1] == previous_offsets[match]):
-            continue
-        here.append(row)
-        there.append(match)
-    return np.asarray(here, dtype=np.int64), np.asarray(there, dtype=np.int64)
-
-
-def copy_previous_rows(
-    out: h5py.File, previous_path: str | Path, here: np.ndarray, there: np.ndarray, keep_frames: np.ndarray, num_layers: int
-) -> None:
-    """Copy pooled rows (and the kept frames) of utterances ``there`` in the previous file to rows ``here``."""
-    with h5py.File(previous_path, "r") as previous:
-        previous_offsets = previous["frame_offsets"][:]
-        with_frames = keep_frames[here]
-        for name in layer_names(num_layers):
-            pooled_pieces = [(previous[f"pooled/{name}"], np.arange(len(previous_offsets)), there, here)]
-            copy_utterance_rows(out[f"pooled/{name}"], np.arange(len(keep_frames) + 1), pooled_pieces)
-            frame_pieces = [(previous[f"frames/{name}"], previous_offsets, there[with_frames], here[with_frames])]
-            copy_utterance_rows(out[f"frames/{name}"], out["frame_offsets"][:], frame_pieces)
-
-
-# ---------------------------------------------------------------------------------------
-# Jobs.
 
 
 class EmbeddingExtractor:
@@ -711,7 +570,9 @@ def merge_shards(
                 raise ValueError(f"{path}: differs from {part_paths[0]} in {', '.join(differing)}")
         shard_numbers = sorted(int(part.attrs["shard_index"]) for part in parts)
         if shard_numbers != list(range(len(parts))) or any(int(p.attrs["num_shards"]) != len(parts) for p in parts):
-            raise ValueError(f"expected the parts of shards 0..{len(parts) - 1} of {len(parts)}; got shards {shard_numbers}")
+            raise ValueError(
+                f"expected the parts of shards 0..{len(parts) - 1} of {len(parts)}; got shards {shard_numbers}"
+            )
         rows_of_part = []
         for path, part in zip(part_paths, parts, strict=True):
             ids = part["utt_id"].asstr()[:]

@@ -42,7 +42,13 @@ NORMALIZATION_EPSILON = 1e-7
 #: Config keys that do not change what the base model computes: provenance, the head class
 #: a checkpoint was saved from, and the storage dtype (the weights' dtypes are hashed anyway).
 NON_COMPUTATIONAL_CONFIG_KEYS = (
-    "_name_or_path", "_commit_hash", "transformers_version", "name_or_path", "architectures", "dtype", "torch_dtype"
+    "_name_or_path",
+    "_commit_hash",
+    "transformers_version",
+    "name_or_path",
+    "architectures",
+    "dtype",
+    "torch_dtype",
 )
 
 
@@ -213,7 +219,9 @@ def random_init_config(model_cfg: dict) -> PretrainedConfig:
     try:
         config = AutoConfig.for_model(architecture)
     except ValueError as error:
-        raise UnsupportedModelError(f"models: architecture {architecture!r} is not a transformers model_type") from error
+        raise UnsupportedModelError(
+            f"models: architecture {architecture!r} is not a transformers model_type"
+        ) from error
     overrides = model_cfg.get("config") or {}
     unknown = sorted(key for key in overrides if not hasattr(config, key))
     if unknown:
@@ -255,7 +263,9 @@ def unavailable_message(model_cfg: dict, error: Exception, planning: bool = Fals
     if planning:
         how += ", or give the model's `num_layers` to plan the workflow without it"
     if hub_constants.is_offline_mode():
-        return f"model checkpoint {model_id}{revision} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: {how}"
+        return (
+            f"model checkpoint {model_id}{revision} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: {how}"
+        )
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return f"model checkpoint {model_id}{revision} could not be loaded ({reason}): {how}"
 
@@ -328,4 +338,3 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"extraction.device is {device!r} but no CUDA device is visible to this job")
     return resolved
-

@@ -19,9 +19,11 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2Fe
 
 from paraprobe.audio import BadAudioError, load_audio
 from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, FEATURE_ENCODER_MODES, assign_to_shards, plan_batches
+from paraprobe import embedding_store
 from paraprobe.embeddings import (
     ExtractionSettings,
     LayerPooler,
+    estimated_runtime_minutes,
     extract_embeddings,
     frame_subset,
     layer_names,
@@ -134,7 +136,9 @@ def read_all(path) -> tuple[dict, dict]:
     """Every dataset and attribute of an HDF5 file, as numpy values."""
     datasets = {}
     with h5py.File(path, "r") as handle:
-        handle.visititems(lambda name, item: datasets.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+        handle.visititems(
+            lambda name, item: datasets.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+        )
         attributes = {key: handle.attrs[key] for key in handle.attrs}
     return datasets, attributes
 
@@ -290,6 +294,40 @@ def test_batch_plan_respects_the_budget_and_covers_every_utterance_once():
     assert [list(b) for b in plan_batches([10, 400, 20], 100)] == [[1], [2, 0]]  # too long: alone
 
 
+def test_block_copy_puts_every_utterance_where_the_offsets_say(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(embedding_store, "COPY_BLOCK_BYTES", 7 * 3 * 4)  # 7 rows of 3 float32
+    lengths = rng.integers(0, 5, size=30)  # some utterances own no rows
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    owner = rng.integers(0, 2, size=30)  # which of two sources holds each utterance
+    expected = rng.standard_normal((offsets[-1], 3)).astype(np.float32)
+    with h5py.File(tmp_path / "copy.h5", "w") as handle:
+        pieces = []
+        for source in range(2):
+            utterances = np.flatnonzero(owner == source)
+            rows = np.concatenate([expected[offsets[u] : offsets[u + 1]] for u in utterances])
+            source_offsets = np.concatenate([[0], np.cumsum(lengths[utterances])])
+            dataset = handle.create_dataset(f"source{source}", data=rows)
+            pieces.append((dataset, source_offsets, np.arange(len(utterances)), utterances))
+        destination = handle.create_dataset("destination", shape=expected.shape, dtype=np.float32)
+        embedding_store.copy_utterance_rows(destination, offsets, pieces)
+        np.testing.assert_array_equal(destination[()], expected)
+        # One source alone (extraction copies only reused rows; it computes the rest after).
+        embedding_store.copy_utterance_rows(destination, offsets, pieces[:1])
+        copied = np.repeat(owner == 0, lengths)
+        np.testing.assert_array_equal(destination[()][copied], expected[copied])
+
+
+def test_runtime_estimate_scales_with_audio_layers_device_and_shards(tmp_path):
+    write_tsv(pd.DataFrame({"utt_id": ["a", "b"], "duration_s": [1800.0, 1800.0]}), tmp_path / "manifest.tsv")
+    manifest = tmp_path / "manifest.tsv"
+    # 3600 s at 0.5 audio s/s per thread on 2 threads: 60 minutes, plus 10 for loading.
+    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 1) == 70
+    assert estimated_runtime_minutes(manifest, 24, "auto", 2, 1) == 130
+    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 4) == 25
+    assert estimated_runtime_minutes(manifest, 12, "cuda", 2, 1) == 11
+
+
 def test_shards_balance_batch_costs():
     costs = np.random.default_rng(0).uniform(1, 10, size=40)
     owner = assign_to_shards(costs, 3)
@@ -303,7 +341,13 @@ def test_shards_balance_batch_costs():
 # Shards, reuse, atomic writes
 
 
-def test_merged_shards_equal_one_shard(tmp_path, corpus, checkpoints):
+@pytest.fixture
+def small_copy_blocks(monkeypatch):
+    """Copy blocks of a few rows, so that copies and merges cross many block boundaries."""
+    monkeypatch.setattr(embedding_store, "COPY_BLOCK_BYTES", 1000)
+
+
+def test_merged_shards_equal_one_shard(tmp_path, corpus, checkpoints, small_copy_blocks):
     manifest, _ = corpus
     single = tmp_path / "single.h5"
     extract_embeddings(manifest, checkpoints["group"], single, settings(frame_utterances=5))
@@ -326,7 +370,9 @@ def test_merged_shards_equal_one_shard(tmp_path, corpus, checkpoints):
         merge_shards(parts[:2], manifest, tmp_path / "bad.h5")
 
 
-def test_rerun_computes_only_new_and_changed_utterances_and_equals_a_fresh_run(tmp_path, corpus, checkpoints, monkeypatch):
+def test_rerun_computes_only_new_and_changed_utterances_and_equals_a_fresh_run(
+    tmp_path, corpus, checkpoints, monkeypatch
+):
     manifest, rows = corpus
     output = tmp_path / "out.h5"
     options = settings(frame_utterances=6)
@@ -388,7 +434,9 @@ def test_interrupted_job_leaves_the_previous_file_and_nothing_partial(tmp_path, 
     extract_embeddings(manifest, checkpoints["group"], output, settings(frame_utterances=3))
     before = read_all(output)[0]
     audio = tmp_path / "audio"
-    rows = [utterance_row(audio, row["utt_id"], n, row["label"], 50 + i) for i, (row, n) in enumerate(zip(rows, LENGTHS))]
+    rows = [
+        utterance_row(audio, row["utt_id"], n, row["label"], 50 + i) for i, (row, n) in enumerate(zip(rows, LENGTHS))
+    ]
     write_manifest(manifest, rows)  # every utterance changed: a long job
     decoded = []
 

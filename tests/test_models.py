@@ -22,7 +22,13 @@ from paraprobe.models import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"num_hidden_layers": 3, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "conv_dim": [32] * 7}
+TINY = {
+    "num_hidden_layers": 3,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [32] * 7,
+}
 RANDOM = {"init": "random", "architecture": "wav2vec2", "seed": 0, "config": TINY}
 
 
@@ -72,7 +78,9 @@ def test_missing_local_directory_is_named():
 
 
 def test_non_waveform_model_is_refused(tmp_path):
-    config = AutoConfig.for_model("bert", num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    config = AutoConfig.for_model(
+        "bert", num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64
+    )
     AutoModel.from_config(config).save_pretrained(tmp_path)
     Wav2Vec2FeatureExtractor().save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError, match="no convolutional feature encoder"):
