@@ -36,6 +36,7 @@ import pandas as pd
 import soundfile
 import torch
 from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+from transformers.utils import logging as transformers_logging
 
 from paraprobe.audio import load_audio
 from paraprobe.embeddings import EmbeddingExtractor, ExtractionSettings, frame_subset, layer_names
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-seconds", default="auto", help="paraprobe's extraction.batch_seconds")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    transformers_logging.disable_progress_bar()
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     batch_seconds = args.batch_seconds if args.batch_seconds == "auto" else float(args.batch_seconds)

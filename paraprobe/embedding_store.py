@@ -81,39 +81,39 @@ def copy_utterance_rows(
     written as zeros: the caller fills them afterwards (extraction) or the pieces cover
     every row (merge).
     """
-    max_rows = max(1, COPY_BLOCK_BYTES // (destination.shape[1] * destination.dtype.itemsize))
+    width, dtype = destination.shape[1], destination.dtype
+    max_rows = max(1, COPY_BLOCK_BYTES // (width * dtype.itemsize))
+    # (destination utterance, piece, index in the piece), in destination order.
     transfers = sorted(
         (int(target), p, k) for p, (_, _, _, targets) in enumerate(pieces) for k, target in enumerate(targets)
     )
     start = 0
     while start < len(transfers):
-        first_in_source: dict[int, int] = {}
+        block_start = destination_offsets[transfers[start][0]]
+        first_k: dict[int, int] = {}  # piece -> its first and last transfer in the block
+        last_k: dict[int, int] = {}
         stop = start
-        for target, p, k in transfers[start:]:
-            source_offsets, source_utterances = pieces[p][1], pieces[p][2]
-            first = source_utterances[first_in_source.get(p, k)]
-            destination_rows = destination_offsets[target + 1] - destination_offsets[transfers[start][0]]
-            source_rows = source_offsets[source_utterances[k] + 1] - source_offsets[first]
-            if stop > start and max(destination_rows, source_rows) > max_rows:
+        while stop < len(transfers):
+            target, p, k = transfers[stop]
+            offsets, utterances = pieces[p][1], pieces[p][2]
+            source_span = offsets[utterances[k] + 1] - offsets[utterances[first_k.get(p, k)]]
+            destination_span = destination_offsets[target + 1] - block_start
+            if stop > start and max(source_span, destination_span) > max_rows:
                 break
-            first_in_source.setdefault(p, k)
+            first_k.setdefault(p, k)
+            last_k[p] = k
             stop += 1
-        base = destination_offsets[transfers[start][0]]
-        block = np.zeros(
-            (destination_offsets[transfers[stop - 1][0] + 1] - base, destination.shape[1]), destination.dtype
-        )
-        for p, first_k in first_in_source.items():
-            source, source_offsets, source_utterances, destination_utterances = pieces[p]
-            last_k = max(k for _, q, k in transfers[start:stop] if q == p)
-            source_base = source_offsets[source_utterances[first_k]]
-            rows = source[source_base : source_offsets[source_utterances[last_k] + 1]]
-            for k in range(first_k, last_k + 1):
-                u, d = source_utterances[k], destination_utterances[k]
-                at = destination_offsets[d] - base
-                block[at : at + source_offsets[u + 1] - source_offsets[u]] = rows[
-                    source_offsets[u] - source_base : source_offsets[u + 1] - source_base
+        block = np.zeros((destination_offsets[transfers[stop - 1][0] + 1] - block_start, width), dtype)
+        for p, first in first_k.items():
+            source, offsets, utterances, targets = pieces[p]
+            source_start = offsets[utterances[first]]
+            rows = source[source_start : offsets[utterances[last_k[p]] + 1]]
+            for k in range(first, last_k[p] + 1):
+                u, at = utterances[k], destination_offsets[targets[k]] - block_start
+                block[at : at + offsets[u + 1] - offsets[u]] = rows[
+                    offsets[u] - source_start : offsets[u + 1] - source_start
                 ]
-        destination[base : base + len(block)] = block
+        destination[block_start : block_start + len(block)] = block
         start = stop
 
 
@@ -154,6 +154,10 @@ def reusable_rows(
     for row, key in enumerate(zip(utt_ids, sha1s, strict=True)):
         match = where.get(key)
         if match is None or (keep_frames[row] and previous_offsets[match + 1] == previous_offsets[match]):
+            continue
+        # Both files follow manifest order (sorted by utt_id), so matches increase; one
+        # that does not (a manifest sorted otherwise) is recomputed, as block copies need order.
+        if there and match <= there[-1]:
             continue
         here.append(row)
         there.append(match)

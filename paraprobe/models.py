@@ -164,24 +164,24 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu") -> tuple[tor
     """
     if is_random_init(model_cfg):
         config = random_init_config(model_cfg)
+        input_settings = InputSettings(TARGET_SAMPLE_RATE, Wav2Vec2FeatureExtractor().do_normalize)
+        name, revision = f"random-init {config.model_type}", ""
+        check_supported(config, input_settings, name, model_cfg)
         # A forked RNG makes the weights a function of the seed alone, whatever ran before.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(model_cfg.get("seed", 0)))
             model = AutoModel.from_config(config)
-        input_settings = InputSettings(TARGET_SAMPLE_RATE, Wav2Vec2FeatureExtractor().do_normalize)
-        name, revision = f"random-init {config.model_type}", ""
     else:
         config = pretrained_config(model_cfg)
         source, revision_request = checkpoint_source(model_cfg)
+        input_settings = pretrained_input_settings(source, revision_request)
+        check_supported(config, input_settings, source, model_cfg)
         try:
             model = AutoModel.from_pretrained(source, revision=revision_request, trust_remote_code=False)
         except OSError as error:
             raise CheckpointNotAvailableError(unavailable_message(model_cfg, error)) from error
-        input_settings = pretrained_input_settings(source, revision_request)
-        name = source
-        revision = resolved_revision(source, revision_request)
+        name, revision = source, resolved_revision(source, revision_request)
 
-    check_supported(config, input_settings, name)
     model.eval().requires_grad_(False)
     info = ModelInfo(
         name=name,
@@ -301,8 +301,9 @@ def pretrained_input_settings(source: str, revision: str | None) -> InputSetting
     return InputSettings(int(extractor.sampling_rate), bool(extractor.do_normalize))
 
 
-def check_supported(config: PretrainedConfig, input_settings: InputSettings, name: str) -> None:
-    """Raise :class:`UnsupportedModelError` unless the model is a 16 kHz convolutional-frontend encoder."""
+def check_supported(config: PretrainedConfig, input_settings: InputSettings, name: str, model_cfg: dict) -> None:
+    """Raise :class:`UnsupportedModelError` unless the model is a 16 kHz convolutional-frontend
+    encoder whose layer count agrees with the config's planning override ``num_layers``."""
     if not (hasattr(config, "conv_kernel") and hasattr(config, "conv_stride")):
         raise UnsupportedModelError(
             f"{name}: model_type {config.model_type!r} has no convolutional feature encoder "
@@ -311,6 +312,11 @@ def check_supported(config: PretrainedConfig, input_settings: InputSettings, nam
     if input_settings.sampling_rate != TARGET_SAMPLE_RATE:
         raise UnsupportedModelError(
             f"{name}: expects {input_settings.sampling_rate} Hz audio; paraprobe feeds {TARGET_SAMPLE_RATE} Hz"
+        )
+    if "num_layers" in model_cfg and int(model_cfg["num_layers"]) != config.num_hidden_layers:
+        raise UnsupportedModelError(
+            f"{name}: the model's num_layers is {model_cfg['num_layers']} in the config, "
+            f"but the checkpoint has {config.num_hidden_layers} transformer layers"
         )
 
 

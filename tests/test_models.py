@@ -72,6 +72,11 @@ def test_local_directory_round_trip_keeps_the_fingerprint(tmp_path):
     assert inputs == InputSettings(16_000, False)
 
 
+def test_planning_layer_count_must_match_the_checkpoint():
+    with pytest.raises(UnsupportedModelError, match="num_layers is 12 in the config, but the checkpoint has 3"):
+        load_model({**RANDOM, "num_layers": 12})
+
+
 def test_missing_local_directory_is_named():
     with pytest.raises(CheckpointNotAvailableError, match="directory /no/such/checkpoint does not exist"):
         load_model({"id": "/no/such/checkpoint"})
