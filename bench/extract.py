@@ -14,7 +14,9 @@ Both read the same synthetic utterances from WAV files (log-normal lengths, medi
   in background threads; float16 autocast on a GPU) and the default frame subset's share
   of utterances (500 of IEMOCAP's 5,531, about 9 %).
 
-Prints audio seconds per second of each and their ratio, the lowest cosine per layer
+Prints audio seconds per second of each and their ratio (with ``--rounds R``, the two
+alternate R times and the median ratio is printed, with the ratio of process CPU time,
+which a busy shared machine disturbs less than wall time), the lowest cosine per layer
 between paraprobe's pooled vectors and the naive loop's (the exactness bar is 0.999), on
 a GPU the lowest cosine per layer of float16 autocast against float32, and the peak
 resident memory of the process after paraprobe's run (it runs first) and at the end.
@@ -85,35 +87,50 @@ def save_base_sized_model(directory: Path, seed: int) -> None:
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(directory)
 
 
+class Clock:
+    """Wall and process CPU seconds (all threads) of a ``with`` block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> Clock:
+        synchronize(self.device)
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        synchronize(self.device)
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def naive_loop(
-    model_dir: Path, manifest: pd.DataFrame, keep_frames: np.ndarray, device: torch.device
-) -> tuple[np.ndarray, float]:
-    """Pooled (L + 1, N, D) and wall seconds of the one-utterance-at-a-time Hugging Face loop."""
-    extractor = AutoFeatureExtractor.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).to(device).eval()
+    extractor, model: torch.nn.Module, manifest: pd.DataFrame, keep_frames: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, Clock]:
+    """Pooled (L + 1, N, D) and the clock of the one-utterance-at-a-time Hugging Face loop.
+
+    Frames of the subset are kept in memory (converted to float16), as a user of this
+    loop would keep them to store them.
+    """
     pooled, frames = [], []
-    synchronize(device)
-    start = time.perf_counter()
-    for path, keep in zip(manifest["path"], keep_frames, strict=True):
-        inputs = extractor(load_audio(path), sampling_rate=RATE, return_tensors="pt").to(device)
-        with torch.no_grad():
-            states = [state[0].cpu().numpy() for state in model(**inputs, output_hidden_states=True).hidden_states]
-        pooled.append(np.stack([state.mean(axis=0) for state in states]))
-        if keep:
-            frames.append([state.astype(np.float16) for state in states])
-    return np.stack(pooled, axis=1), time.perf_counter() - start
+    with Clock(device) as clock:
+        for path, keep in zip(manifest["path"], keep_frames, strict=True):
+            inputs = extractor(load_audio(path), sampling_rate=RATE, return_tensors="pt").to(device)
+            with torch.no_grad():
+                outputs = model(**inputs, output_hidden_states=True)
+            states = [state[0].cpu().numpy() for state in outputs.hidden_states]
+            pooled.append(np.stack([state.mean(axis=0) for state in states]))
+            if keep:
+                frames.append([state.astype(np.float16) for state in states])
+    return np.stack(pooled, axis=1), clock
 
 
-def paraprobe_run(extractor: EmbeddingExtractor, manifest_path: Path, output: Path) -> tuple[np.ndarray, float]:
-    """Pooled (L + 1, N, D) read back from the file, and the wall seconds of writing it."""
-    synchronize(extractor.device)
-    start = time.perf_counter()
-    extractor.extract(manifest_path, output)
-    synchronize(extractor.device)
-    wall = time.perf_counter() - start
+def paraprobe_run(extractor: EmbeddingExtractor, manifest_path: Path, output: Path) -> tuple[np.ndarray, Clock]:
+    """Pooled (L + 1, N, D) read back from the file, and the clock of writing it."""
+    with Clock(extractor.device) as clock:
+        extractor.extract(manifest_path, output)
     with h5py.File(output, "r") as handle:
         pooled = np.stack([handle[f"pooled/{name}"][:] for name in layer_names(extractor.info.num_layers)])
-    return pooled, wall
+    return pooled, clock
 
 
 def synchronize(device: torch.device) -> None:
@@ -142,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--batch-seconds", default="auto", help="paraprobe's extraction.batch_seconds")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate paraprobe and naive runs; median ratio")
     args = parser.parse_args(argv)
     transformers_logging.disable_progress_bar()
     device = resolve_device(args.device)
@@ -170,22 +188,36 @@ def main(argv: list[str] | None = None) -> None:
             threads=args.threads,
         )
         extractor = EmbeddingExtractor({"id": str(model_dir)}, settings)
-        pooled, wall = paraprobe_run(extractor, manifest_path, root / "paraprobe.h5")
+        naive_extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+        naive_model = AutoModel.from_pretrained(model_dir).to(device).eval()
+        walls, cpus = [], []
+        for round_index in range(args.rounds):
+            pooled, clock = paraprobe_run(extractor, manifest_path, root / "paraprobe.h5")
+            print(
+                f"round {round_index + 1}: paraprobe ({extractor.pooler.precision}, "
+                f"batches of {extractor.budget_samples / RATE:.0f} s): {clock.wall:.1f} s, "
+                f"{audio_seconds / clock.wall:.2f} audio s/s; peak host memory so far {peak_memory_mb():.0f} MB",
+                flush=True,
+            )
+            naive_pooled, naive_clock = naive_loop(naive_extractor, naive_model, manifest, keep_frames, device)
+            print(
+                f"round {round_index + 1}: naive loop (float32): {naive_clock.wall:.1f} s, "
+                f"{audio_seconds / naive_clock.wall:.2f} audio s/s; ratio {naive_clock.wall / clock.wall:.2f}x "
+                f"(CPU time ratio {naive_clock.cpu / clock.cpu:.2f}x)",
+                flush=True,
+            )
+            walls.append(naive_clock.wall / clock.wall)
+            cpus.append(naive_clock.cpu / clock.cpu)
         print(
-            f"paraprobe ({extractor.pooler.precision}, batches of {extractor.budget_samples / RATE:.0f} s): "
-            f"{wall:.1f} s, {audio_seconds / wall:.1f} audio s/s; peak host memory so far {peak_memory_mb():.0f} MB",
-            flush=True,
+            f"ratio paraprobe / naive, median of {args.rounds} rounds: {np.median(walls):.2f}x wall, {np.median(cpus):.2f}x CPU time"
         )
-        naive_pooled, naive_wall = naive_loop(model_dir, manifest, keep_frames, device)
-        print(f"naive loop (float32): {naive_wall:.1f} s, {audio_seconds / naive_wall:.1f} audio s/s", flush=True)
-        print(f"ratio paraprobe / naive: {naive_wall / wall:.2f}x")
         print(f"lowest cosine to the naive loop per layer: {format_layers(min_cosine_per_layer(pooled, naive_pooled))}")
         if device.type == "cuda":
             full = EmbeddingExtractor(
                 {"id": str(model_dir)}, ExtractionSettings(**{**settings.__dict__, "half_precision": False})
             )
-            full_pooled, full_wall = paraprobe_run(full, manifest_path, root / "float32.h5")
-            print(f"paraprobe float32: {audio_seconds / full_wall:.1f} audio s/s")
+            full_pooled, full_clock = paraprobe_run(full, manifest_path, root / "float32.h5")
+            print(f"paraprobe float32: {audio_seconds / full_clock.wall:.1f} audio s/s")
             print(
                 f"float16 autocast vs float32, lowest cosine per layer: {format_layers(min_cosine_per_layer(pooled, full_pooled))}"
             )

@@ -481,10 +481,14 @@ class EmbeddingExtractor:
         to_compute = [batch for batch in to_compute if len(batch)]
         computed = sum(len(batch) for batch in to_compute)
         audio_seconds = sum(float(num_samples[batch].sum()) for batch in to_compute) / TARGET_SAMPLE_RATE
+        batching = (
+            f"batches of {self.budget_samples / TARGET_SAMPLE_RATE:.0f} s"
+            if self.budget_samples
+            else "one utterance per pass"
+        )
         logger.info(
-            "%s on %s (%s), batches of %.0f s%s: %d utterances reused from the previous file, "
-            "%d to compute (%.1f s of audio)",
-            info.name, self.device, self.pooler.precision, self.budget_samples / TARGET_SAMPLE_RATE,
+            "%s on %s (%s), %s%s: %d utterances reused from the previous file, %d to compute (%.1f s of audio)",
+            info.name, self.device, self.pooler.precision, batching,
             f", shard {shard_index + 1}/{num_shards}" if num_shards > 1 else "", len(here), computed, audio_seconds,
         )  # fmt: skip
         progress = Progress(computed, "utterances", audio_seconds, logger, label=f"{info.name} embeddings")

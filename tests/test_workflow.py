@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from paraprobe.io import read_tsv
@@ -35,3 +37,15 @@ def test_demo_writes_the_manifest(demo_run):
     assert manifest["utt_id"].is_unique and list(manifest["utt_id"]) == sorted(manifest["utt_id"])
     assert (manifest["duration_s"] > 0.5).all()
     assert read_tsv(demo_run / "demo" / "excluded.tsv").empty
+
+
+def test_demo_writes_every_layer_of_the_random_model(demo_run):
+    manifest = read_tsv(demo_run / "demo" / "manifest.tsv")
+    with h5py.File(demo_run / "demo" / "embeddings" / "RAND.h5", "r") as embeddings:
+        assert list(embeddings["utt_id"].asstr()[:]) == list(manifest["utt_id"])
+        assert sorted(embeddings["pooled"]) == [f"layer_{layer:02d}" for layer in range(5)]  # 4 layers + input
+        assert embeddings["pooled/layer_04"].shape == (240, 256)
+        offsets = embeddings["frame_offsets"][:]
+        assert (np.diff(offsets) > 0).sum() == 120  # extraction.frames.utterances in config.yaml
+        assert embeddings["frames/layer_04"].shape == (offsets[-1], 256)
+        assert embeddings.attrs["model"] == "random-init wav2vec2" and embeddings.attrs["num_layers"] == 4
