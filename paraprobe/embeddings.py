@@ -436,9 +436,6 @@ class EmbeddingExtractor:
             feature_encoder if self.budget_samples > 0 else None,
         )
 
-    def attributes(self) -> dict:
-        return file_attributes(self.info, self.inputs, self.pooler.precision, self.settings)
-
     def extract(
         self,
         manifest_path: str | Path,
@@ -461,12 +458,14 @@ class EmbeddingExtractor:
             An earlier complete embeddings file of this (corpus, model); its rows with an
             unchanged model, settings and audio hash are copied instead of computed.
         """
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard {shard_index} does not exist among {num_shards} shards (0..{num_shards - 1})")
         info, logger = self.info, self.logger
         manifest = read_manifest(manifest_path)
         num_samples = manifest_num_samples(manifest)
         batches = shard_batches(num_samples, self.budget_samples, shard_index, num_shards)
         rows = np.sort(np.concatenate(batches)) if batches else np.zeros(0, dtype=np.int64)
-        attributes = self.attributes()
+        attributes = file_attributes(info, self.inputs, self.pooler.precision, self.settings)
         if num_shards > 1:
             attributes.update(zip(SHARD_ATTRIBUTES, (shard_index, num_shards), strict=True))
         keep_frames = frame_subset(manifest, self.settings.frame_utterances, self.settings.frame_seed)[rows]

@@ -492,3 +492,21 @@ def test_gpu_half_precision_is_close_to_cpu_float32(tmp_path, corpus, checkpoint
         assert attributes["precision"] == ("float16-autocast" if path == gpu16 else "float32")
         for name in layer_names(2):
             assert cosines(data[f"pooled/{name}"], reference[f"pooled/{name}"]).min() >= worst
+
+
+def test_a_shard_without_batches_writes_an_empty_part_that_merges(tmp_path, corpus, checkpoints):
+    manifest, _ = corpus
+    options = settings(batch_seconds=100)  # one batch holds the whole corpus
+    parts = [tmp_path / f"part{k}.h5" for k in range(2)]
+    for k, part in enumerate(parts):
+        extract_embeddings(manifest, checkpoints["layer"], part, options, k, 2)
+    sizes = sorted(read_all(part)[0]["pooled/layer_02"].shape[0] for part in parts)
+    assert sizes == [0, 12]
+    merge_shards(parts, manifest, tmp_path / "merged.h5")
+    single = tmp_path / "single.h5"
+    extract_embeddings(manifest, checkpoints["layer"], single, options)
+    np.testing.assert_array_equal(
+        read_all(tmp_path / "merged.h5")[0]["pooled/layer_02"], read_all(single)[0]["pooled/layer_02"]
+    )
+    with pytest.raises(ValueError, match="shard 2 does not exist among 2 shards"):
+        extract_embeddings(manifest, checkpoints["layer"], tmp_path / "bad.h5", options, 2, 2)
