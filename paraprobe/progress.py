@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 
@@ -79,4 +80,16 @@ def setup_job_logging(log_path: str | None) -> logging.Logger:
         for handler in handlers:
             handler.setFormatter(formatter)
             logger.addHandler(handler)
+        _log_uncaught_errors(logger)
     return logger
+
+
+def _log_uncaught_errors(logger: logging.Logger) -> None:
+    """Put the error that ends a job into its log too, not only on the console."""
+    default_hook = sys.excepthook
+
+    def hook(kind, error, traceback):
+        logger.error("%s: %s", kind.__name__, error)
+        default_hook(kind, error, traceback)
+
+    sys.excepthook = hook

@@ -1,0 +1,158 @@
+"""From a corpus config to ``manifest.tsv`` and ``excluded.tsv``.
+
+The readers in :mod:`paraprobe.corpora` list candidate utterances; this module decodes
+every candidate once through :func:`paraprobe.audio.load_audio` (so later stages can
+trust every row), measures its duration, hashes its bytes, and handles bad audio as the
+corpus's ``on_bad_audio`` says: ``error`` stops with the file and the reason, ``skip``
+lists the file in ``excluded.tsv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from paraprobe.audio import TARGET_SAMPLE_RATE, BadAudioError, load_audio
+from paraprobe.corpora import CANDIDATE_COLUMNS, CorpusError, CorpusListing, csv_list, iemocap, ravdess
+from paraprobe.io import write_tsv
+from paraprobe.progress import Progress
+
+MANIFEST_COLUMNS = (*CANDIDATE_COLUMNS, "duration_s", "sha1")
+EXCLUDED_COLUMNS = ("utt_id", "path", "reason")
+
+
+def synthetic_audio_root(outdir: str | Path, corpus: str) -> Path:
+    """Where the ``synthetic`` format's generated RAVDESS-layout audio lives."""
+    return Path(outdir) / corpus / "audio"
+
+
+def list_corpus(corpus_config: dict, audio_root: str | Path | None = None) -> CorpusListing:
+    """Run the reader named by ``corpus_config['format']``.
+
+    ``audio_root`` is the generated tree of a ``synthetic`` corpus (read as RAVDESS).
+    """
+    kind = corpus_config["format"]
+    if kind == "iemocap":
+        return iemocap.list_utterances(corpus_config["root"], corpus_config["require_transcript"])
+    if kind in ("ravdess", "synthetic"):
+        root = corpus_config["root"] if kind == "ravdess" else audio_root
+        return ravdess.list_utterances(
+            root,
+            num_folds=corpus_config["folds"],
+            seed=corpus_config["seed"],
+            merge_calm=corpus_config["merge_calm"],
+        )
+    if kind == "csv":
+        return csv_list.list_utterances(
+            corpus_config["manifest"], num_folds=corpus_config["folds"], seed=corpus_config["seed"]
+        )
+    raise CorpusError(f"unknown corpus format {kind!r}")
+
+
+def corpus_folds(corpus_config: dict) -> list[int]:
+    """The fold numbers a corpus will have, known before its manifest exists (for planning)."""
+    kind = corpus_config["format"]
+    if kind == "iemocap":
+        return iemocap.folds(corpus_config["root"])
+    if kind == "ravdess":
+        return ravdess.folds(corpus_config["root"], corpus_config["folds"])
+    if kind == "synthetic":
+        return list(range(1, min(corpus_config["folds"], corpus_config["actors"]) + 1))
+    if kind == "csv":
+        return csv_list.folds(corpus_config["manifest"], corpus_config["folds"], corpus_config["seed"])
+    raise CorpusError(f"unknown corpus format {kind!r}")
+
+
+def corpus_input_files(corpus_config: dict) -> list[str]:
+    """Files whose change changes a corpus's manifest (empty for a generated corpus)."""
+    kind = corpus_config["format"]
+    if kind == "iemocap":
+        files = iemocap.input_files(corpus_config["root"])
+    elif kind == "ravdess":
+        files = ravdess.audio_files(Path(corpus_config["root"]))
+    elif kind == "csv":
+        files = csv_list.input_files(corpus_config["manifest"])
+    else:
+        files = []
+    return [str(f) for f in files]
+
+
+def file_sha1(path: str | Path) -> str:
+    """Hex SHA-1 of a file's bytes: the identity of an utterance's audio for reuse."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
+
+
+def measure_utterance(row: dict) -> dict:
+    """Decode and validate one candidate; add ``duration_s`` and ``sha1``.
+
+    Raises :class:`BadAudioError` naming the file and the reason.
+    """
+    path = Path(row["path"])
+    if not path.is_file():
+        raise BadAudioError(path, "file not found")
+    samples = load_audio(path)
+    return {**row, "duration_s": round(samples.size / TARGET_SAMPLE_RATE, 6), "sha1": file_sha1(path)}
+
+
+def build_manifest(
+    listing: CorpusListing,
+    on_bad_audio: str = "error",
+    threads: int = 1,
+    logger: logging.Logger | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measure every candidate; return (manifest, excluded) as data frames, sorted by ``utt_id``.
+
+    With ``on_bad_audio='error'`` the first bad file raises :class:`BadAudioError`;
+    with ``'skip'`` it becomes a row of ``excluded``.
+    """
+    logger = logger or logging.getLogger("paraprobe")
+    excluded = list(listing.excluded)
+    rows = []
+    progress = Progress(len(listing.candidates), logger=logger, label="reading audio")
+
+    def measure_or_exclude(row: dict) -> dict | None:
+        try:
+            return measure_utterance(row)
+        except BadAudioError as error:
+            if on_bad_audio != "skip":
+                raise
+            excluded.append({"utt_id": row["utt_id"], "path": row["path"], "reason": error.reason})
+            return None
+        finally:
+            progress.update()
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        rows = [r for r in pool.map(measure_or_exclude, listing.candidates) if r is not None]
+    if not rows:
+        raise CorpusError("no usable utterances: every candidate was excluded (see excluded.tsv reasons)")
+    manifest = pd.DataFrame(rows)
+    extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    manifest = manifest[[*MANIFEST_COLUMNS, *extra]].sort_values("utt_id", kind="stable")
+    excluded_frame = pd.DataFrame(excluded, columns=EXCLUDED_COLUMNS).sort_values(["utt_id", "path"])
+    logger.info(
+        "%d utterances (%.1f h of audio), %d excluded",
+        len(manifest),
+        manifest["duration_s"].sum() / 3600,
+        len(excluded_frame),
+    )
+    return manifest.reset_index(drop=True), excluded_frame.reset_index(drop=True)
+
+
+def write_manifest(
+    corpus_config: dict,
+    manifest_path: str | Path,
+    excluded_path: str | Path,
+    audio_root: str | Path | None = None,
+    threads: int = 1,
+    logger: logging.Logger | None = None,
+) -> None:
+    """List, measure and write one corpus's ``manifest.tsv`` and ``excluded.tsv``."""
+    listing = list_corpus(corpus_config, audio_root)
+    manifest, excluded = build_manifest(listing, corpus_config["on_bad_audio"], threads, logger)
+    write_tsv(excluded, excluded_path)
+    write_tsv(manifest, manifest_path)

@@ -1,0 +1,57 @@
+# Config handling and helpers every stage uses.
+import re
+
+from snakemake.utils import validate
+
+from paraprobe.config import check_paths, replace_run_lists
+from paraprobe.manifest import corpus_folds as folds_of_corpus
+from paraprobe.manifest import corpus_input_files, synthetic_audio_root
+
+replace_run_lists(config, workflow.config_settings.overwrite_config)
+validate(config, schema="../schemas/config.schema.yaml")
+check_paths(config)
+
+OUTDIR = config["outdir"]
+CORPORA = sorted(config["corpora"])
+MODELS = sorted(config["models"])
+
+
+wildcard_constraints:
+    corpus="|".join(map(re.escape, CORPORA)),
+    model="|".join(map(re.escape, MODELS)),
+
+
+def corpus_config(corpus):
+    return config["corpora"][corpus]
+
+
+def model_config(model):
+    return config["models"][model]
+
+
+def corpus_folds(corpus):
+    """Fold numbers of a corpus, known before its manifest exists."""
+    return folds_of_corpus(corpus_config(corpus))
+
+
+def model_num_layers(model):
+    """Transformer layers L of a model (hidden states layer_00..layer_LL)."""
+    from paraprobe.models import num_transformer_layers
+
+    return num_transformer_layers(model_config(model))
+
+
+def manifest_path(corpus):
+    return f"{OUTDIR}/{corpus}/manifest.tsv"
+
+
+def corpus_inputs(wildcards):
+    """The generated audio of a synthetic corpus; else every file the reader reads."""
+    corpus = corpus_config(wildcards.corpus)
+    if corpus["format"] == "synthetic":
+        return {"audio": synthetic_audio_root(OUTDIR, wildcards.corpus)}
+    return {"files": corpus_input_files(corpus)}
+
+
+def corpora_targets():
+    return [manifest_path(corpus) for corpus in CORPORA]

@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import soundfile
+
+from paraprobe.audio import MIN_SAMPLES, BadAudioError, load_audio, resample
+
+
+def dominant_frequency(signal: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.size)))
+    return np.fft.rfftfreq(signal.size, 1 / rate)[np.argmax(spectrum)]
+
+
+@pytest.mark.parametrize("rate", [8_000, 22_050, 44_100, 48_000])
+def test_resampled_sine_keeps_its_frequency_and_duration(rate):
+    seconds, frequency = 1.3, 440.0
+    t = np.arange(int(seconds * rate)) / rate
+    out = resample(np.sin(2 * np.pi * frequency * t), rate)
+    assert abs(out.size - seconds * 16_000) <= 1
+    assert abs(dominant_frequency(out, 16_000) - frequency) < 1.0
+    # A proper anti-aliasing filter keeps the amplitude of an in-band tone.
+    assert np.max(np.abs(out[1000:-1000])) == pytest.approx(1.0, abs=0.02)
+
+
+def test_content_above_new_nyquist_is_filtered_out():
+    rate = 48_000
+    t = np.arange(rate) / rate
+    out = resample(np.sin(2 * np.pi * 12_000 * t), rate)  # above 8 kHz: must not alias to 4 kHz
+    assert np.sqrt(np.mean(out[1000:-1000] ** 2)) < 0.01
+
+
+@pytest.mark.parametrize(
+    "subtype,suffix", [("PCM_16", ".wav"), ("PCM_24", ".wav"), ("PCM_32", ".wav"), ("FLOAT", ".wav"), ("PCM_16", ".flac")]
+)
+def test_every_depth_and_container_reads_the_same_signal(tmp_path, subtype, suffix):
+    t = np.arange(16_000) / 16_000
+    signal = 0.5 * np.sin(2 * np.pi * 300 * t)
+    path = tmp_path / f"tone{suffix}"
+    soundfile.write(path, signal, 16_000, subtype=subtype)
+    loaded = load_audio(path)
+    assert loaded.dtype == np.float32 and loaded.shape == signal.shape
+    np.testing.assert_allclose(loaded, signal, atol=1e-4)
+
+
+def test_stereo_is_averaged_to_mono(tmp_path):
+    left, right = np.full(8_000, 0.5), np.full(8_000, -0.1)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([left, right], axis=1), 16_000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(path), 0.2, atol=1e-6)
+
+
+def write(path, samples, rate=16_000):
+    soundfile.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda p: p.write_bytes(b"RIFF not really a wave file") and p, "unreadable"),
+        (lambda p: write(p, np.zeros(0)), "empty"),
+        (lambda p: write(p, np.zeros(16_000)), "all zeros"),
+        (lambda p: write(p, np.full(MIN_SAMPLES - 1, 0.1)), "too short (399 samples"),
+        (lambda p: write(p, np.full(3 * (MIN_SAMPLES - 1), 0.1), 48_000), "too short (399 samples"),
+    ],
+)
+def test_bad_audio_message_names_the_file_and_the_reason(tmp_path, make, reason):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(BadAudioError) as raised:
+        load_audio(path)
+    assert str(path) in str(raised.value)
+    assert reason in str(raised.value)
+
+
+def test_exactly_the_receptive_field_is_long_enough(tmp_path):
+    assert load_audio(write(tmp_path / "ok.wav", np.full(MIN_SAMPLES, 0.1))).size == MIN_SAMPLES

@@ -1,0 +1,91 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from paraprobe.config import ConfigError, check_paths, replace_run_lists
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
+
+
+def demo_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def validation_error(config: dict) -> str:
+    with pytest.raises(WorkflowError) as raised:
+        validate(config, SCHEMA)
+    return str(raised.value) + str(getattr(raised.value, "args", ""))
+
+
+def test_demo_config_is_valid_and_gets_defaults():
+    config = demo_config()
+    validate(config, SCHEMA)
+    corpus = config["corpora"]["demo"]
+    assert (corpus["folds"], corpus["on_bad_audio"], corpus["merge_calm"]) == (4, "error", False)
+    assert config["models"]["RAND"]["init"] == "random"
+
+
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        (lambda c: c.update(outdirr="x"), "'outdirr' was unexpected"),
+        (lambda c: c["corpora"]["demo"].update(acters=3), "'acters' was unexpected"),
+        (lambda c: c["corpora"]["demo"].update(actors="four"), "'four' is not of type 'integer'"),
+        (lambda c: c["corpora"]["demo"].update(format="timit"), "'timit' is not one of"),
+        (lambda c: c["corpora"].update(rav={"format": "ravdess"}), "'root' is a required property"),
+        (lambda c: c["corpora"].update(mine={"format": "csv"}), "'manifest' is a required property"),
+        (lambda c: c["corpora"]["demo"].update(on_bad_audio="ignore"), "'ignore' is not one of ['error', 'skip']"),
+        (lambda c: c["models"].update(PT={"revision": "main"}), "'id' is a required property"),
+    ],
+)
+def test_schema_errors_name_the_key(change, expected):
+    config = demo_config()
+    change(config)
+    assert expected in validation_error(config)
+
+
+def test_missing_corpus_root_names_the_key_and_path(tmp_path):
+    config = {"corpora": {"rav": {"format": "ravdess", "root": str(tmp_path / "nowhere")}}}
+    with pytest.raises(ConfigError, match=r"corpora\.rav\.root: folder .*nowhere does not exist"):
+        check_paths(config)
+    config = {"corpora": {"mine": {"format": "csv", "manifest": str(tmp_path / "list.csv")}}}
+    with pytest.raises(ConfigError, match=r"corpora\.mine\.manifest: file .*list\.csv does not exist"):
+        check_paths(config)
+
+
+def test_user_corpora_and_models_replace_the_demo_other_keys_merge():
+    config = demo_config()
+    user = {"corpora": {"rav": {"format": "ravdess", "root": "/data"}}, "outdir": "elsewhere"}
+    merged = copy.deepcopy(config)
+    merged.update(outdir="elsewhere")
+    merged["corpora"]["rav"] = user["corpora"]["rav"]  # what snakemake's key-by-key merge gives
+    replace_run_lists(merged, user)
+    assert list(merged["corpora"]) == ["rav"]
+    assert merged["models"] == config["models"]
+
+
+def snakemake_dry_run(tmp_path, user_config: dict):
+    configfile = tmp_path / "mine.yaml"
+    configfile.write_text(yaml.safe_dump(user_config))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+         "--configfile", str(configfile), "-n", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_workflow_refuses_a_bad_config_before_any_job(tmp_path):
+    result = snakemake_dry_run(tmp_path, {"corpora": {"rav": {"format": "ravdess", "root": "/no/such/dir"}}})
+    assert result.returncode != 0
+    assert "corpora.rav.root: folder /no/such/dir does not exist" in result.stdout + result.stderr
+    result = snakemake_dry_run(tmp_path, {"corpora": {"demo": {"format": "synthetic", "actors": "4"}}})
+    assert result.returncode != 0
+    assert "'4' is not of type 'integer'" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()

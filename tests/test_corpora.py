@@ -1,0 +1,161 @@
+from collections import Counter
+
+import pytest
+
+from corpus_trees import ravdess_design, write_iemocap, write_ravdess, write_tone
+from paraprobe.audio import BadAudioError
+from paraprobe.corpora import CorpusError, assign_speaker_folds
+from paraprobe.io import read_tsv
+from paraprobe.manifest import MANIFEST_COLUMNS, build_manifest, corpus_folds, list_corpus, write_manifest
+
+IEMOCAP = {"format": "iemocap", "require_transcript": True, "on_bad_audio": "error"}
+RAVDESS = {"format": "ravdess", "folds": 4, "seed": 0, "merge_calm": False, "on_bad_audio": "error"}
+
+
+@pytest.fixture(scope="module")
+def iemocap_root(tmp_path_factory):
+    return write_iemocap(tmp_path_factory.mktemp("iemocap") / "IEMOCAP_full_release")
+
+
+@pytest.fixture(scope="module")
+def ravdess_root(tmp_path_factory):
+    return write_ravdess(tmp_path_factory.mktemp("ravdess"))
+
+
+def test_iemocap_four_classes_happy_and_excited_merged_folds_by_session(iemocap_root, tmp_path):
+    write_manifest({**IEMOCAP, "root": str(iemocap_root)}, tmp_path / "m.tsv", tmp_path / "x.tsv")
+    manifest = read_tsv(tmp_path / "m.tsv")
+    assert list(manifest.columns[: len(MANIFEST_COLUMNS)]) == list(MANIFEST_COLUMNS)
+    assert list(manifest["utt_id"]) == sorted(manifest["utt_id"])
+    rows = manifest.set_index("utt_id")
+    assert dict(rows["label"]) == {
+        "Ses01F_impro01_F000": "neutral",
+        "Ses01F_impro01_M000": "happy",  # exc
+        "Ses01F_script01_1_F000": "angry",
+        "Ses01F_script01_1_M000": "sad",
+        "Ses02M_impro03_F000": "sad",
+        "Ses02M_impro03_F001": "neutral",
+        "Ses02M_impro03_M000": "happy",  # hap
+        "Ses02M_impro03_M001": "angry",
+    }
+    assert rows.loc["Ses01F_impro01_M000", "speaker"] == "Ses01M"
+    assert rows.loc["Ses02M_impro03_F000", "speaker"] == "Ses02F"
+    assert Counter(rows["fold"]) == {1: 4, 2: 4}
+    assert rows.loc["Ses01F_impro01_F000", "transcript"] == "Sentence number 0."
+    assert rows["duration_s"].tolist() == [0.5] * 8
+    assert all(len(h) == 40 for h in rows["sha1"])
+    excluded = read_tsv(tmp_path / "x.tsv").set_index("utt_id")["reason"].to_dict()
+    assert excluded == {
+        "Ses01F_impro01_M001": "label 'fru' not in the 4-class set",
+        "Ses01F_impro01_F001": "no transcript",
+        "Ses01F_script01_1_M001": "label 'xxx' not in the 4-class set",
+    }
+    assert corpus_folds({**IEMOCAP, "root": str(iemocap_root)}) == [1, 2]
+
+
+def test_iemocap_keeps_untranscribed_utterances_when_asked(iemocap_root):
+    listing = list_corpus({**IEMOCAP, "root": str(iemocap_root), "require_transcript": False})
+    assert "Ses01F_impro01_F001" in {row["utt_id"] for row in listing.candidates}
+    assert len(listing.candidates) == 9
+
+
+def test_ravdess_speech_only_labels_speakers_and_folds(ravdess_root, tmp_path):
+    write_manifest({**RAVDESS, "root": str(ravdess_root)}, tmp_path / "m.tsv", tmp_path / "x.tsv", threads=2)
+    manifest = read_tsv(tmp_path / "m.tsv")
+    assert len(manifest) == 3 * 60
+    assert set(manifest["utt_id"]) == {n[:-4] for a in (1, 2, 3) for n in ravdess_design(a)}
+    assert Counter(manifest["label"]) == {"neutral": 12, **{e: 24 for e in
+        ("calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")}}
+    assert set(manifest["speaker"]) == {"Actor_01", "Actor_02", "Actor_03"}
+    assert (manifest.groupby("speaker")["fold"].nunique() == 1).all()
+    assert sorted(manifest.groupby("speaker")["fold"].first()) == [1, 2, 3]  # 3 actors: 3 folds
+    row = manifest.set_index("utt_id").loc["03-01-05-02-01-01-03"]
+    assert (row["label"], row["gender"], row["intensity"]) == ("angry", "male", "strong")
+    assert manifest["duration_s"].tolist() == [0.5] * 180  # 48 kHz, stereo and 24-bit alike
+    excluded = read_tsv(tmp_path / "x.tsv")
+    assert Counter(excluded["reason"]) == {"song (vocal channel 02), not speech": 3}
+
+
+def test_ravdess_merge_calm(ravdess_root):
+    labels = Counter(r["label"] for r in list_corpus({**RAVDESS, "root": str(ravdess_root), "merge_calm": True}).candidates)
+    assert labels["neutral"] == 36 and "calm" not in labels
+
+
+def test_ravdess_actors_split_into_four_groups_of_six():
+    speakers = [f"Actor_{a:02d}" for a in range(1, 25)]
+    folds = assign_speaker_folds(speakers, 4, seed=0)
+    assert Counter(folds.values()) == {1: 6, 2: 6, 3: 6, 4: 6}
+    assert folds == assign_speaker_folds(reversed(speakers), 4, seed=0)  # order does not matter
+    assert folds != assign_speaker_folds(speakers, 4, seed=1)
+
+
+def test_csv_paths_relative_to_the_csv_and_folds_by_speaker(tmp_path):
+    for name in ("a1", "a2", "b1", "c1"):
+        write_tone(tmp_path / "audio" / f"{name}.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker,session\naudio/a1.wav,happy,A,x\naudio/a2.wav,sad,A,y\n"
+                   "audio/b1.wav,sad,B,x\naudio/c1.wav,happy,C,z\n")
+    config = {"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0, "on_bad_audio": "error"}
+    write_manifest(config, tmp_path / "m.tsv", tmp_path / "x.tsv")
+    manifest = read_tsv(tmp_path / "m.tsv")
+    assert list(manifest["utt_id"]) == ["audio/a1", "audio/a2", "audio/b1", "audio/c1"]
+    assert manifest["path"][0] == str((tmp_path / "audio" / "a1.wav").resolve())
+    assert list(manifest["session"]) == ["x", "y", "x", "z"]
+    assert manifest.groupby("speaker")["fold"].nunique().max() == 1
+    assert sorted(set(manifest["fold"])) == corpus_folds(config) == [1, 2]
+
+
+def test_csv_fold_column_is_used_as_given(tmp_path):
+    write_tone(tmp_path / "a.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker,fold\na.wav,happy,A,3\n")
+    listing = list_corpus({"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0})
+    assert listing.candidates[0]["fold"] == 3
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("path,label\na.wav,happy\n", "missing column(s) speaker"),
+        ("path,label,speaker\na.wav,,A\n", "empty 'label' on line 2"),
+        ("path,label,speaker,fold\na.wav,happy,A,one\n", "fold 'one' on line 2 is not an integer"),
+        ("path,label,speaker,utt_id\na.wav,happy,A,u\na.wav,sad,A,u\n", "utterance id 'u' occurs twice"),
+    ],
+)
+def test_csv_errors_name_the_file_and_the_problem(tmp_path, content, message):
+    csv = tmp_path / "list.csv"
+    csv.write_text(content)
+    with pytest.raises(CorpusError) as raised:
+        list_corpus({"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0})
+    assert str(csv) in str(raised.value) and message in str(raised.value)
+
+
+def test_bad_audio_stops_the_job_or_is_listed_as_excluded(tmp_path):
+    write_tone(tmp_path / "good.wav")
+    write_tone(tmp_path / "short.wav", seconds=0.01)
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker\ngood.wav,a,A\nshort.wav,a,A\nbroken.wav,b,B\nmissing.wav,b,B\n")
+    listing = lambda: list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0})
+    with pytest.raises(BadAudioError) as raised:
+        build_manifest(listing(), on_bad_audio="error")
+    assert str(tmp_path) in str(raised.value)
+    manifest, excluded = build_manifest(listing(), on_bad_audio="skip")
+    assert list(manifest["utt_id"]) == ["good"]
+    reasons = dict(zip(excluded["utt_id"], excluded["reason"]))
+    assert reasons["short"].startswith("too short (160 samples")
+    assert reasons["broken"].startswith("unreadable")
+    assert reasons["missing"] == "file not found"
+
+
+def test_no_usable_utterance_is_an_error(tmp_path):
+    (tmp_path / "broken.wav").write_bytes(b"")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker\nbroken.wav,a,A\n")
+    with pytest.raises(CorpusError, match="no usable utterances"):
+        build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0}), "skip")
+
+
+def test_ravdess_without_wav_files_is_an_error(tmp_path):
+    with pytest.raises(CorpusError, match="no .wav files"):
+        list_corpus({**RAVDESS, "root": str(tmp_path)})
