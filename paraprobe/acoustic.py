@@ -8,7 +8,9 @@ lines up with row ``f`` of the model's frame-level hidden states:
 ``egemaps``
     The 25 eGeMAPSv02 low-level descriptors from the ``opensmile`` package
     (``FeatureSet.eGeMAPSv02``, ``FeatureLevel.LowLevelDescriptors``), with openSMILE's
-    values kept as they are: the ``_sma3nz`` descriptors are 0 on unvoiced frames.
+    values kept as they are: F0, jitter, shimmer, HNR, H1-H2 and H1-A3 are 0 on unvoiced
+    frames (the formant descriptors, despite their ``_sma3nz`` names, are not zeroed
+    in openSMILE's LLD output).
 ``mfcc``
     13 MFCCs ``mfcc0`` ... ``mfcc12`` (HTK conventions, as openSMILE's ``MFCC12_0``
     configuration: 25 ms Hamming window every 10 ms, pre-emphasis 0.97, 512-point power
@@ -17,9 +19,10 @@ lines up with row ``f`` of the model's frame-level hidden states:
     agrees with openSMILE's own MFCC component to a few thousandths
     (tests/test_acoustic.py) while giving exact frame positions.
 
-A model frame is voiced when every 10 ms frame it pools has F0 > 0: the ``_sma3nz``
-descriptors are 0 on unvoiced frames, so a stricter rule than "any" keeps zeros out of
-the averages that voiced-only analyses use. Values that openSMILE leaves undefined (NaN,
+A model frame is voiced when every 10 ms frame it pools has F0 > 0 (two of them for
+wav2vec2): the pitch descriptors are 0 on unvoiced frames, so requiring all of them,
+not a majority or any, keeps those zeros out of the averages that voiced-only
+analyses use. Values that openSMILE leaves undefined (NaN,
 e.g. a file shorter than its 60 ms pitch window) are replaced by 0, as openSMILE itself
 does for unvoiced frames, and counted per column in the files' ``nonfinite_replaced``
 attribute; no NaN or infinity leaves this module.
@@ -43,14 +46,16 @@ import multiprocessing
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version as package_version
 from pathlib import Path
 
 import h5py
 import numpy as np
-import opensmile
 from scipy.fft import rfft
+from threadpoolctl import threadpool_limits
 
 from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
+from paraprobe.config import ConfigError
 from paraprobe.framing import (
     WAV2VEC2_CONV_KERNEL,
     WAV2VEC2_CONV_STRIDE,
@@ -68,6 +73,38 @@ FEATURE_SETS = (EGEMAPS, MFCC)
 
 #: Both feature sets advance by 10 ms.
 SOURCE_HOP_SAMPLES = 160
+
+#: The eGeMAPSv02 low-level descriptors in openSMILE's order. Written out so that a
+#: config can be checked when the workflow starts, without openSMILE; the extractor
+#: refuses to run if openSMILE's names ever differ.
+EGEMAPS_COLUMNS = (
+    "Loudness_sma3",
+    "alphaRatio_sma3",
+    "hammarbergIndex_sma3",
+    "slope0-500_sma3",
+    "slope500-1500_sma3",
+    "spectralFlux_sma3",
+    "mfcc1_sma3",
+    "mfcc2_sma3",
+    "mfcc3_sma3",
+    "mfcc4_sma3",
+    "F0semitoneFrom27.5Hz_sma3nz",
+    "jitterLocal_sma3nz",
+    "shimmerLocaldB_sma3nz",
+    "HNRdBACF_sma3nz",
+    "logRelF0-H1-H2_sma3nz",
+    "logRelF0-H1-A3_sma3nz",
+    "F1frequency_sma3nz",
+    "F1bandwidth_sma3nz",
+    "F1amplitudeLogRelF0_sma3nz",
+    "F2frequency_sma3nz",
+    "F2bandwidth_sma3nz",
+    "F2amplitudeLogRelF0_sma3nz",
+    "F3frequency_sma3nz",
+    "F3bandwidth_sma3nz",
+    "F3amplitudeLogRelF0_sma3nz",
+)
+F0_COLUMN = "F0semitoneFrom27.5Hz_sma3nz"
 #: eGeMAPS analyses two windows that start together every 10 ms (openSMILE reports the
 #: start): 20 ms for loudness, spectral shape, MFCC 1-4 and the LPC formant frequencies and
 #: bandwidths; 60 ms for F0 and what is measured at its harmonics or periods (below).
@@ -89,7 +126,13 @@ EGEMAPS_PITCH_WINDOW_COLUMNS = frozenset(
         "F3amplitudeLogRelF0_sma3nz",
     }
 )
-F0_COLUMN = "F0semitoneFrom27.5Hz_sma3nz"
+#: (25,) analysis window of each eGeMAPS column, in samples.
+EGEMAPS_WINDOW_SAMPLES = np.array(
+    [
+        EGEMAPS_PITCH_WINDOW_SAMPLES if column in EGEMAPS_PITCH_WINDOW_COLUMNS else EGEMAPS_SHORT_WINDOW_SAMPLES
+        for column in EGEMAPS_COLUMNS
+    ]
+)
 
 MFCC_NUM_COEFFICIENTS = 13
 MFCC_COLUMNS = tuple(f"mfcc{index}" for index in range(MFCC_NUM_COEFFICIENTS))
@@ -105,6 +148,8 @@ MFCC_CEPSTRAL_LIFTER = 22.0
 MFCC_MEL_FLOOR = 1e-8
 #: 16-bit full scale: HTK and openSMILE compute MFCCs of integer-scaled samples.
 INT16_SCALE = 32768.0
+
+COLUMNS_BY_SET = {EGEMAPS: EGEMAPS_COLUMNS, MFCC: MFCC_COLUMNS}
 
 POOLING_DESCRIPTION = (
     "mean of the 10 ms frames whose centre lies in the model frame's span "
@@ -138,27 +183,21 @@ class UtteranceFeatures:
 
 
 @functools.cache
-def _egemaps_extractor() -> opensmile.Smile:
+def _egemaps_extractor():
     """One openSMILE eGeMAPSv02 LLD extractor per process (its configuration is parsed once)."""
-    return opensmile.Smile(
+    # Imported here: checking a config at workflow start needs only the column names.
+    import opensmile
+
+    extractor = opensmile.Smile(
         feature_set=opensmile.FeatureSet.eGeMAPSv02,
         feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
     )
-
-
-def egemaps_columns() -> list[str]:
-    """The 25 eGeMAPSv02 low-level descriptor names, in openSMILE's order."""
-    return list(_egemaps_extractor().feature_names)
-
-
-def egemaps_window_samples() -> np.ndarray:
-    """(25,) analysis window length of each eGeMAPS column, in samples (320 or 960)."""
-    return np.array(
-        [
-            EGEMAPS_PITCH_WINDOW_SAMPLES if column in EGEMAPS_PITCH_WINDOW_COLUMNS else EGEMAPS_SHORT_WINDOW_SAMPLES
-            for column in egemaps_columns()
-        ]
-    )
+    if tuple(extractor.feature_names) != EGEMAPS_COLUMNS:
+        raise RuntimeError(
+            f"opensmile {opensmile.__version__} names the eGeMAPSv02 descriptors {extractor.feature_names}, "
+            f"not {list(EGEMAPS_COLUMNS)} as paraprobe.acoustic expects"
+        )
+    return extractor
 
 
 def egemaps_lld(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,11 +211,11 @@ def egemaps_lld(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     values
-        (K, 25) float64 in :func:`egemaps_columns` order; openSMILE fills a single row
+        (K, 25) float64 in :data:`EGEMAPS_COLUMNS` order; openSMILE fills a single row
         with NaN when the signal is shorter than its 60 ms pitch window.
     starts
         (K,) float64 first sample of each row's analysis windows (see
-        :func:`egemaps_window_samples` for their lengths).
+        :data:`EGEMAPS_WINDOW_SAMPLES` for their lengths).
     """
     # openSMILE converts to int16 as samples * 32768, so +1.0 would wrap to -32768.
     clipped = np.clip(samples, -1.0, (INT16_SCALE - 1) / INT16_SCALE).astype(np.float32)
@@ -270,8 +309,8 @@ def utterance_features(
     num_samples = samples.size
     egemaps_values, starts = egemaps_lld(samples)
     egemaps_replaced = _replace_nonfinite(egemaps_values)
-    in_pitch_window = egemaps_window_samples() == EGEMAPS_PITCH_WINDOW_SAMPLES
-    voiced_10ms = egemaps_values[:, egemaps_columns().index(F0_COLUMN)] > 0
+    in_pitch_window = EGEMAPS_WINDOW_SAMPLES == EGEMAPS_PITCH_WINDOW_SAMPLES
+    voiced_10ms = egemaps_values[:, EGEMAPS_COLUMNS.index(F0_COLUMN)] > 0
     pooled_egemaps = np.empty((num_model_frames(num_samples, conv_kernel, conv_stride), in_pitch_window.size))
     pooled_egemaps[:, ~in_pitch_window] = pool_to_model_frames(
         egemaps_values[:, ~in_pitch_window],
@@ -302,18 +341,14 @@ def utterance_features(
 
 
 def validate_groups(
-    groups: Mapping[str, Sequence[str]],
-    columns_by_set: Mapping[str, Sequence[str]],
-    config_key: str = "acoustic.groups",
+    groups: Mapping[str, Sequence[str]], config_key: str = "acoustic.groups"
 ) -> dict[str, tuple[str, list[str]]]:
-    """Check feature groups against the real column names.
+    """Check feature groups against the real column names (:data:`COLUMNS_BY_SET`).
 
     Parameters
     ----------
     groups
         group name -> column names, as in the config.
-    columns_by_set
-        feature set name (``egemaps``, ``mfcc``) -> its column names.
     config_key
         Where ``groups`` came from, for error messages.
 
@@ -324,33 +359,47 @@ def validate_groups(
 
     Raises
     ------
-    ValueError
-        Naming ``config_key.<group>`` and the column when a column is unknown, listed
-        twice, or from a different feature set than the group's other columns, or when a
+    paraprobe.config.ConfigError
+        Naming ``<config_key>.<group>`` and the column when a column is unknown, listed
+        twice, or from another feature set than the group's first column, or when a
         group is empty.
     """
-    set_of_column = {column: name for name, columns in columns_by_set.items() for column in columns}
+    set_of_column = {column: name for name, columns in COLUMNS_BY_SET.items() for column in columns}
     validated: dict[str, tuple[str, list[str]]] = {}
     for group, columns in groups.items():
         key = f"{config_key}.{group}"
         if not columns:
-            raise ValueError(f"config key {key}: the group has no columns")
+            raise ConfigError(f"{key}: the group has no columns")
+        seen: set[str] = set()
         for column in columns:
             if column not in set_of_column:
-                known = "; ".join(f"{name}: {', '.join(names)}" for name, names in columns_by_set.items())
-                raise ValueError(f"config key {key}: unknown column {column!r} (known columns are {known})")
-        duplicates = sorted({column for column in columns if list(columns).count(column) > 1})
-        if duplicates:
-            raise ValueError(f"config key {key}: column {duplicates[0]!r} is listed more than once")
-        sets = list(dict.fromkeys(set_of_column[column] for column in columns))
-        if len(sets) > 1:
-            stray = next(column for column in columns if set_of_column[column] != sets[0])
-            raise ValueError(
-                f"config key {key}: column {stray!r} is a {sets[1]} column but {columns[0]!r} is a "
-                f"{sets[0]} column; a group's columns must come from one feature set"
-            )
-        validated[group] = (sets[0], list(columns))
+                known = "; ".join(f"{name}: {', '.join(names)}" for name, names in COLUMNS_BY_SET.items())
+                raise ConfigError(f"{key}: unknown column {column!r} (the columns are {known})")
+            if column in seen:
+                raise ConfigError(f"{key}: column {column!r} is listed more than once")
+            if set_of_column[column] != set_of_column[columns[0]]:
+                raise ConfigError(
+                    f"{key}: column {column!r} is a {set_of_column[column]} column but {columns[0]!r} is a "
+                    f"{set_of_column[columns[0]]} column; a group's columns come from one feature set"
+                )
+            seen.add(column)
+        validated[group] = (set_of_column[columns[0]], list(columns))
     return validated
+
+
+def check_acoustic_config(acoustic: Mapping, config_key: str = "acoustic") -> None:
+    """What the JSON schema cannot check in the ``acoustic`` config section.
+
+    Raises :class:`paraprobe.config.ConfigError`, naming the key, for a group column that
+    does not exist (see :func:`validate_groups`) or a stride list whose length differs
+    from the kernel list's.
+    """
+    validate_groups(acoustic["groups"], f"{config_key}.groups")
+    kernels, strides = acoustic["conv_kernel"], acoustic["conv_stride"]
+    if len(kernels) != len(strides):
+        raise ConfigError(
+            f"{config_key}.conv_stride: {len(strides)} strides for the {len(kernels)} kernels of {config_key}.conv_kernel"
+        )
 
 
 class _FrameTableWriter:
@@ -362,7 +411,10 @@ class _FrameTableWriter:
         self.file.create_dataset("columns", data=list(columns), dtype=h5py.string_dtype())
         rows_per_chunk = 4096
         self.values = self.file.create_dataset(
-            "values", shape=(0, len(columns)), maxshape=(None, len(columns)), dtype=np.float32,
+            "values",
+            shape=(0, len(columns)),
+            maxshape=(None, len(columns)),
+            dtype=np.float32,
             chunks=(rows_per_chunk, len(columns)),
         )
         self.voiced = self.file.create_dataset(
@@ -405,13 +457,20 @@ def _features_of_file(task: tuple[str, tuple[int, ...], tuple[int, ...]]) -> Utt
 
 
 def _ordered_map(function, tasks: Iterable, threads: int) -> Iterator:
-    """``map(function, tasks)`` in order, over ``threads`` worker processes when above 1."""
+    """``map(function, tasks)`` in order, over ``threads`` worker processes when above 1.
+
+    Each worker keeps one core busy, so its BLAS runs single-threaded: the MFCCs' small
+    matrix products gain nothing from threads, and Snakemake sets OPENBLAS_NUM_THREADS
+    to the job's threads, which would put threads x threads busy threads on the cores.
+    """
     if threads <= 1:
-        yield from map(function, tasks)
+        with threadpool_limits(1):
+            yield from map(function, tasks)
         return
     # fork, not spawn: Snakemake's script files are not import-safe, and spawn would
     # re-execute them in every worker.
-    with multiprocessing.get_context("fork").Pool(threads) as pool:
+    context = multiprocessing.get_context("fork")
+    with context.Pool(threads, initializer=threadpool_limits, initargs=(1,)) as pool:
         yield from pool.imap(function, tasks, chunksize=1)
 
 
@@ -453,13 +512,14 @@ def extract_acoustic(
     ------
     paraprobe.audio.BadAudioError
         For a manifest file that no longer loads, naming it.
+    paraprobe.config.ConfigError
+        For an invalid groups mapping.
     ValueError
-        For an invalid groups mapping or a manifest without the needed columns.
+        For a manifest without the needed columns.
     """
     logger = logger or logging.getLogger("paraprobe")
     conv_kernel, conv_stride = tuple(conv_kernel), tuple(conv_stride)
-    columns_by_set = {EGEMAPS: egemaps_columns(), MFCC: list(MFCC_COLUMNS)}
-    validated = validate_groups(groups, columns_by_set)
+    validated = validate_groups(groups)
     manifest = read_tsv(manifest_path)
     missing = [column for column in ("utt_id", "path", "duration_s") if column not in manifest.columns]
     if missing:
@@ -477,7 +537,7 @@ def extract_acoustic(
         "voiced_rule": VOICED_RULE,
     }
     feature_set_description = {
-        EGEMAPS: f"eGeMAPSv02 low-level descriptors (opensmile {opensmile.__version__})",
+        EGEMAPS: f"eGeMAPSv02 low-level descriptors (opensmile {package_version('opensmile')})",
         MFCC: "MFCC c0-c12, HTK conventions (25 ms Hamming window, 26 mel bands 0-8000 Hz, lifter 22)",
     }
     tasks = [(str(path), conv_kernel, conv_stride) for path in manifest["path"]]
@@ -499,7 +559,7 @@ def extract_acoustic(
                     "feature_set": feature_set_description[name],
                     "groups": json.dumps(set_groups),
                 }
-                writers[name] = _FrameTableWriter(temporary, manifest["utt_id"], columns_by_set[name], attrs)
+                writers[name] = _FrameTableWriter(temporary, manifest["utt_id"], COLUMNS_BY_SET[name], attrs)
             for features in _ordered_map(_features_of_file, tasks, threads):
                 for name, writer in writers.items():
                     writer.append(features.values[name], features.voiced, features.nonfinite_replaced[name])
@@ -513,6 +573,6 @@ def extract_acoustic(
     replaced = {name: writer.nonfinite_replaced for name, writer in writers.items()}
     for name, counts in replaced.items():
         if counts.any():
-            detail = ", ".join(f"{column} {count}" for column, count in zip(columns_by_set[name], counts) if count)
+            detail = ", ".join(f"{column} {count}" for column, count in zip(COLUMNS_BY_SET[name], counts) if count)
             logger.warning("%s: replaced NaN/inf 10 ms values by 0: %s", name, detail)
     return replaced

@@ -111,9 +111,7 @@ def pool_to_model_frames(
     values = np.asarray(values, dtype=np.float64)
     centers = np.asarray(frame_centers, dtype=np.float64)
     if values.ndim != 2 or centers.shape != (values.shape[0],):
-        raise ValueError(
-            f"values must be (K, C) and frame_centers (K,); got {values.shape} and {centers.shape}"
-        )
+        raise ValueError(f"values must be (K, C) and frame_centers (K,); got {values.shape} and {centers.shape}")
     if values.shape[0] == 0:
         raise ValueError("no source frames to pool")
     if np.any(np.diff(centers) < 0):

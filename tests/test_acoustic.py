@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,13 +14,15 @@ import opensmile
 import pandas as pd
 import pytest
 import soundfile
+import yaml
 
 from paraprobe.acoustic import (
     EGEMAPS,
+    EGEMAPS_COLUMNS,
     F0_COLUMN,
     MFCC,
     MFCC_COLUMNS,
-    egemaps_columns,
+    check_acoustic_config,
     egemaps_lld,
     extract_acoustic,
     mfcc,
@@ -25,9 +30,11 @@ from paraprobe.acoustic import (
     validate_groups,
 )
 from paraprobe.audio import TARGET_SAMPLE_RATE, BadAudioError
+from paraprobe.config import ConfigError
 from paraprobe.framing import num_model_frames, pool_to_model_frames
 from paraprobe.io import write_tsv
 
+REPO = Path(__file__).resolve().parents[1]
 SR = TARGET_SAMPLE_RATE
 
 
@@ -136,7 +143,7 @@ def test_frame_counts_match_the_model(num_samples, conv_kernel, conv_stride):
 def test_egemaps_f0_of_a_synthetic_vowel(f0_hz):
     noise = 1e-4 * np.random.default_rng(6).standard_normal(SR // 4).astype(np.float32)
     features = utterance_features(np.concatenate([noise, harmonic_vowel(f0_hz, 1.0), noise]))
-    f0_semitones = features.values[EGEMAPS][:, egemaps_columns().index(F0_COLUMN)]
+    f0_semitones = features.values[EGEMAPS][:, EGEMAPS_COLUMNS.index(F0_COLUMN)]
     assert features.voiced.sum() >= 48  # of the 50 frames inside the vowel
     expected = 12 * np.log2(f0_hz / 27.5)
     np.testing.assert_allclose(f0_semitones[features.voiced], expected, atol=1.0)
@@ -151,7 +158,7 @@ def test_voicing_mask_and_loudness_line_up_with_the_vowel():
     voiced_centres = frame_centres_s[features.voiced]
     assert abs(voiced_centres.min() - 0.5) < 0.015 and abs(voiced_centres.max() - 1.5) < 0.015
     assert features.voiced[(frame_centres_s > 0.52) & (frame_centres_s < 1.48)].all()
-    loudness = features.values[EGEMAPS][:, egemaps_columns().index("Loudness_sma3")]
+    loudness = features.values[EGEMAPS][:, EGEMAPS_COLUMNS.index("Loudness_sma3")]
     loud_centres = frame_centres_s[loudness > (loudness.max() + loudness.min()) / 2]
     # Loud frames lie inside the vowel and cover all of it but the 20 ms fades.
     assert 0.5 < loud_centres.min() < 0.53 and 1.47 < loud_centres.max() < 1.5
@@ -200,28 +207,127 @@ def test_output_is_finite_whatever_the_audio(name, samples):
 
 # ---------------------------------------------------------------- groups
 
-COLUMNS_BY_SET = {EGEMAPS: egemaps_columns(), MFCC: list(MFCC_COLUMNS)}
+# PAPER.md, experiment 2 (the paper's feature groups), descriptor by descriptor.
+PAPER_GROUPS = {
+    "energy": ["loudness", "harmonics-to-noise ratio"],
+    "frequency": ["pitch", "formant 1 bandwidth", "formant 1 frequency", "formant 2 frequency", "formant 3 frequency"],
+    "spectral": [
+        "alpha ratio",
+        "Hammarberg index",
+        "formant 1 relative energy",
+        "formant 2 relative energy",
+        "formant 3 relative energy",
+        "spectral slope 0-500 Hz",
+        "spectral slope 500-1500 Hz",
+        "H1-H2",
+        "H1-A3",
+    ],
+    "voice_quality": ["jitter", "shimmer"],
+}
+# The eGeMAPSv02 descriptor of each (Eyben et al. 2016, Table 1; openSMILE's names).
+EGEMAPS_NAME = {
+    "loudness": "Loudness_sma3",
+    "harmonics-to-noise ratio": "HNRdBACF_sma3nz",
+    "pitch": "F0semitoneFrom27.5Hz_sma3nz",
+    "formant 1 bandwidth": "F1bandwidth_sma3nz",
+    "formant 1 frequency": "F1frequency_sma3nz",
+    "formant 2 frequency": "F2frequency_sma3nz",
+    "formant 3 frequency": "F3frequency_sma3nz",
+    "alpha ratio": "alphaRatio_sma3",
+    "Hammarberg index": "hammarbergIndex_sma3",
+    "formant 1 relative energy": "F1amplitudeLogRelF0_sma3nz",
+    "formant 2 relative energy": "F2amplitudeLogRelF0_sma3nz",
+    "formant 3 relative energy": "F3amplitudeLogRelF0_sma3nz",
+    "spectral slope 0-500 Hz": "slope0-500_sma3",
+    "spectral slope 500-1500 Hz": "slope500-1500_sma3",
+    "H1-H2": "logRelF0-H1-H2_sma3nz",
+    "H1-A3": "logRelF0-H1-A3_sma3nz",
+    "jitter": "jitterLocal_sma3nz",
+    "shimmer": "shimmerLocaldB_sma3nz",
+}
+
+
+def schema_acoustic_defaults() -> dict:
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    return {key: spec["default"] for key, spec in schema["properties"]["acoustic"]["properties"].items()}
+
+
+def test_column_names_are_opensmiles():
+    smile = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+    )
+    assert list(EGEMAPS_COLUMNS) == smile.feature_names
+
+
+def test_default_groups_are_the_papers():
+    groups = schema_acoustic_defaults()["groups"]
+    for name, descriptors in PAPER_GROUPS.items():
+        assert sorted(groups[name]) == sorted(EGEMAPS_NAME[descriptor] for descriptor in descriptors), name
+    assert groups["egemaps_all"] == list(EGEMAPS_COLUMNS)  # openSMILE's names, as tested above
+    assert groups["mfcc"] == [f"mfcc{index}" for index in range(13)]
+    assert list(groups) == [*PAPER_GROUPS, "egemaps_all", "mfcc"]
+    sets = {name: feature_set for name, (feature_set, _) in validate_groups(groups).items()}
+    assert sets == {**dict.fromkeys(PAPER_GROUPS, EGEMAPS), "egemaps_all": EGEMAPS, "mfcc": MFCC}
+
+
+def test_default_grid_is_wav2vec2s():
+    defaults = schema_acoustic_defaults()
+    assert (tuple(defaults["conv_kernel"]), tuple(defaults["conv_stride"])) == WAV2VEC2
 
 
 def test_unknown_group_column_names_the_config_key_and_column():
     groups = {"energy": ["Loudness_sma3", "HNR_sma3nz"]}
-    with pytest.raises(ValueError, match=r"acoustic\.groups\.energy: unknown column 'HNR_sma3nz'"):
-        validate_groups(groups, COLUMNS_BY_SET)
+    with pytest.raises(ConfigError, match=r"acoustic\.groups\.energy: unknown column 'HNR_sma3nz'"):
+        validate_groups(groups)
 
 
 def test_group_mixing_feature_sets_is_rejected():
-    with pytest.raises(ValueError, match=r"acoustic\.groups\.mixed: column 'mfcc0' is a mfcc column"):
-        validate_groups({"mixed": ["Loudness_sma3", "mfcc0"]}, COLUMNS_BY_SET)
+    with pytest.raises(ConfigError, match=r"acoustic\.groups\.mixed: column 'mfcc0' is a mfcc column"):
+        validate_groups({"mixed": ["Loudness_sma3", "mfcc0"]})
 
 
 def test_empty_and_repeated_group_columns_are_rejected():
-    with pytest.raises(ValueError, match=r"acoustic\.groups\.none: the group has no columns"):
-        validate_groups({"none": []}, COLUMNS_BY_SET)
-    with pytest.raises(ValueError, match=r"acoustic\.groups\.twice: column 'mfcc1' is listed more than once"):
-        validate_groups({"twice": ["mfcc1", "mfcc2", "mfcc1"]}, COLUMNS_BY_SET)
+    with pytest.raises(ConfigError, match=r"acoustic\.groups\.none: the group has no columns"):
+        validate_groups({"none": []})
+    with pytest.raises(ConfigError, match=r"acoustic\.groups\.twice: column 'mfcc1' is listed more than once"):
+        validate_groups({"twice": ["mfcc1", "mfcc2", "mfcc1"]})
 
 
 # ---------------------------------------------------------------- HDF5 files
+
+
+def test_conv_lists_of_different_lengths_are_a_config_error():
+    acoustic = {**schema_acoustic_defaults(), "conv_stride": [5, 2, 2]}
+    with pytest.raises(
+        ConfigError, match=r"acoustic\.conv_stride: 3 strides for the 7 kernels of acoustic\.conv_kernel"
+    ):
+        check_acoustic_config(acoustic)
+
+
+def test_workflow_refuses_an_unknown_group_column_before_any_job(tmp_path):
+    configfile = tmp_path / "mine.yaml"
+    configfile.write_text(yaml.safe_dump({"acoustic": {"groups": {"pitch": ["F0_sma3nz"]}}}))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(configfile),
+            "-n",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "acoustic.groups.pitch: unknown column 'F0_sma3nz'" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def write_corpus(directory, signals: dict[str, np.ndarray]):
@@ -229,8 +335,16 @@ def write_corpus(directory, signals: dict[str, np.ndarray]):
     for utt_id, samples in signals.items():
         path = directory / f"{utt_id}.wav"
         soundfile.write(path, samples, SR, subtype="PCM_16")
-        rows.append({"utt_id": utt_id, "path": str(path), "label": "neu", "speaker": "s1", "fold": 1,
-                     "duration_s": samples.size / SR})
+        rows.append(
+            {
+                "utt_id": utt_id,
+                "path": str(path),
+                "label": "neu",
+                "speaker": "s1",
+                "fold": 1,
+                "duration_s": samples.size / SR,
+            }
+        )
     manifest = directory / "manifest.tsv"
     write_tsv(pd.DataFrame(rows), manifest)
     return manifest
@@ -250,7 +364,7 @@ def test_extract_acoustic_writes_the_contract(tmp_path):
         extract_acoustic(manifest, paths, groups, threads=threads)
         outputs[threads] = paths
 
-    for name, columns in ((EGEMAPS, egemaps_columns()), (MFCC, list(MFCC_COLUMNS))):
+    for name, columns in ((EGEMAPS, list(EGEMAPS_COLUMNS)), (MFCC, list(MFCC_COLUMNS))):
         with h5py.File(outputs[1][name]) as single, h5py.File(outputs[2][name]) as pooled:
             assert [u.decode() for u in single["utt_id"][:]] == list(signals)
             assert [c.decode() for c in single["columns"][:]] == columns
