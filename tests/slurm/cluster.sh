@@ -145,12 +145,17 @@ db_password() {
 	cat "$file"
 }
 
+# Set when write_configs changed a file, so that running SLURM daemons are restarted.
+CONFIG_CHANGED=0
+
 # Refuses to overwrite a SLURM config that someone else wrote.
 write_slurm_file() {
 	local path=$1 mode=$2 content=$3
 	if [[ -e $path ]] && ! grep -qF "$MARKER" "$path"; then
 		die "$path exists and was not written by this script; move it away to use the test cluster"
 	fi
+	[[ -e $path && $(<"$path") == "$content" ]] && return 0
+	CONFIG_CHANGED=1
 	install -d /etc/slurm
 	(umask 077 && printf '%s\n' "$content" >"$path.tmp")
 	chmod "$mode" "$path.tmp"
@@ -187,13 +192,18 @@ SlurmctldPidFile=$(pid_file slurmctld)
 SlurmdPidFile=$(pid_file slurmd)
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
 SlurmdLogFile=$LOG_DIR/slurmd.log
+# One GPU with no device behind it, so that jobs requesting gpu: 1 (sbatch --gpus=1) are
+# scheduled here too; they find no CUDA and run on the CPU.
+GresTypes=gpu
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 # sacct shows the comment only when it is stored; the executor plugin puts the rule name there.
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/none
-$node_line State=UNKNOWN
+$node_line Gres=gpu:1 State=UNKNOWN
 PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
+	write_slurm_file /etc/slurm/gres.conf 644 "$MARKER $STATE_DIR
+NodeName=$host Name=gpu File=/dev/null"
 	# slurmdbd refuses a config that others can read (it holds the database password).
 	write_slurm_file "$SLURMDBD_CONF" 600 "$MARKER $STATE_DIR
 AuthType=auth/munge
@@ -227,7 +237,8 @@ wait_until_idle() {
 			# A node remembered as down from an earlier run comes back here.
 			scontrol update NodeName="$(hostname -s)" State=RESUME >/dev/null 2>&1 || true
 		fi
-		((SECONDS < deadline)) || die "the node is '$state', not idle; logs: $LOG_DIR/slurmctld.log, $LOG_DIR/slurmd.log"
+		((SECONDS < deadline)) ||
+			die "the node is '$state', not idle (reason: $(sinfo -h -o %E | head -n1)); logs: $LOG_DIR/slurmctld.log, $LOG_DIR/slurmd.log"
 		sleep 0.5
 	done
 }
@@ -251,6 +262,10 @@ cmd_up() {
 	start_munged
 	start_mariadbd
 	write_configs
+	if ((CONFIG_CHANGED)); then
+		# Daemons started with an older config would keep it.
+		stop_daemons slurmd slurmctld slurmdbd
+	fi
 	start_slurm_daemon slurmdbd
 	wait_for 30 "slurmdbd does not answer sacctmgr; log: $LOG_DIR/slurmdbd.log" sacctmgr -n list cluster
 	start_slurm_daemon slurmctld
@@ -260,9 +275,10 @@ cmd_up() {
 	log "up: node $(hostname -s) idle, srun and sacct work; state in $STATE_DIR"
 }
 
-cmd_down() {
+# Stops the named daemons, in the order given, by the PIDs in their pid files.
+stop_daemons() {
 	local daemon pid deadline
-	for daemon in "${DAEMONS[@]}"; do
+	for daemon in "$@"; do
 		pid=$(running_pid "$daemon") || continue
 		kill -TERM "$pid"
 		deadline=$((SECONDS + 30))
@@ -277,6 +293,8 @@ cmd_down() {
 		log "stopped $daemon (pid $pid)"
 	done
 }
+
+cmd_down() { stop_daemons "${DAEMONS[@]}"; }
 
 cmd_status() {
 	local daemon pid all_running=0
