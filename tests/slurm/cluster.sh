@@ -13,7 +13,8 @@
 # All state, logs and pid files live under PARAPROBE_SLURM_DIR (default /tmp/paraprobe-slurm);
 # the SLURM client tools find the cluster through /etc/slurm/slurm.conf, which this script
 # writes and marks as its own (it refuses to replace a slurm.conf it did not write).
-# `up` is idempotent: daemons already running are left alone.
+# `up` is idempotent: daemons already running are left alone, except that SLURM's are
+# restarted when their generated config changed (say, a new hostname).
 set -euo pipefail
 
 STATE_DIR=${PARAPROBE_SLURM_DIR:-/tmp/paraprobe-slurm}
@@ -63,8 +64,12 @@ wait_for() {
 	done
 }
 
-require_root_and_apt() {
-	[[ $(id -u) -eq 0 ]] || die "must run as root (uid is $(id -u)): it installs Debian packages and starts the SLURM daemons"
+# Also for `status` and `down`: only root may look into (and signal) the daemons' processes.
+require_root() {
+	[[ $(id -u) -eq 0 ]] || die "must run as root (uid is $(id -u)): it installs Debian packages and runs the SLURM daemons"
+}
+
+require_apt() {
 	command -v apt-get >/dev/null || die "needs apt-get (Debian or Ubuntu) to install ${PACKAGES[*]}"
 }
 
@@ -254,7 +259,7 @@ prove_cluster_works() {
 }
 
 cmd_up() {
-	require_root_and_apt
+	require_apt
 	install -d -m 755 "$STATE_DIR" "$PID_DIR" "$LOG_DIR" "$STATE_DIR/slurmctld" "$STATE_DIR/slurmd"
 	# munged (user munge) and mariadbd (user mysql) write their pid files here themselves.
 	chmod 1777 "$PID_DIR"
@@ -296,24 +301,26 @@ stop_daemons() {
 
 cmd_down() { stop_daemons "${DAEMONS[@]}"; }
 
+# Exits 0 only when every daemon runs.
 cmd_status() {
-	local daemon pid all_running=0
+	local daemon pid any_stopped=0
 	for daemon in "${DAEMONS[@]}"; do
 		if pid=$(running_pid "$daemon"); then
 			printf '%-10s running (pid %s)\n' "$daemon" "$pid"
 		else
 			printf '%-10s stopped\n' "$daemon"
-			all_running=1
+			any_stopped=1
 		fi
 	done
-	((all_running == 0)) && sinfo
-	return "$all_running"
+	((any_stopped)) && return 1
+	sinfo
 }
 
 case ${1:-} in
-up) cmd_up ;;
-down) cmd_down ;;
-status) cmd_status ;;
+up | down | status)
+	require_root
+	"cmd_$1"
+	;;
 *)
 	echo "usage: $0 up|down|status   (state in PARAPROBE_SLURM_DIR, default /tmp/paraprobe-slurm)" >&2
 	exit 2
