@@ -1,0 +1,167 @@
+"""The published numbers of Li et al. (SLT 2022) and a side-by-side comparison with a run.
+
+A run's corpus counts as the paper's IEMOCAP or RAVDESS by its reader format (and, for
+RAVDESS, the paper's settings: 8 classes, 4 folds); a model counts as PT, FT100 or FT960 by
+its checkpoint id, whatever the user named it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+#: Checkpoint id -> the paper's model name.
+PAPER_MODELS = {
+    "facebook/wav2vec2-base": "PT",
+    "facebook/wav2vec2-base-100h": "FT100",
+    "facebook/wav2vec2-base-960h": "FT960",
+}
+PAPER_CORPORA = {"iemocap": "IEM", "ravdess": "RAV"}
+
+#: Table 1, UA (%): (input, model) -> {corpus: value}; "best layer" rows are the best single layer.
+TABLE1_UA = {
+    ("best layer", "PT"): {"IEM": 65.19, "RAV": 70.62},
+    ("best layer", "FT100"): {"IEM": 64.97, "RAV": 68.96},
+    ("best layer", "FT960"): {"IEM": 65.61, "RAV": 70.42},
+    ("last", "PT"): {"IEM": 59.41, "RAV": 52.85},
+    ("last", "FT100"): {"IEM": 60.84, "RAV": 59.51},
+    ("last", "FT960"): {"IEM": 51.64, "RAV": 46.56},
+    ("average", "PT"): {"IEM": 64.93, "RAV": 67.26},
+    ("average", "FT100"): {"IEM": 64.72, "RAV": 67.40},
+    ("average", "FT960"): {"IEM": 65.51, "RAV": 64.20},
+    ("average_wo_last2", "PT"): {"IEM": 65.11, "RAV": 67.36},
+    ("average_wo_last2", "FT100"): {"IEM": 64.90, "RAV": 67.50},
+    ("average_wo_last2", "FT960"): {"IEM": 65.87, "RAV": 65.56},
+    ("weighted_average", "PT"): {"IEM": 65.28, "RAV": 68.47},
+    ("weighted_average", "FT100"): {"IEM": 64.94, "RAV": 68.89},
+    ("weighted_average", "FT960"): {"IEM": 65.67, "RAV": 65.11},
+}
+BEST_LAYER = {"IEM": 6, "RAV": 5}
+COMPARE_UA_COLUMNS = [
+    "corpus", "model", "paper_corpus", "paper_model", "input", "layer",
+    "ours_ua", "ours_std", "paper_ua", "difference",
+]
+
+#: Table 3, IEMOCAP: CCA between layers 11/12 and layers 6-10: (layer, model) -> {other layer: value}.
+TABLE3_CCA = {
+    (11, "PT"): dict(zip(range(6, 11), (0.25, 0.24, 0.24, 0.31, 0.45))),
+    (11, "FT100"): dict(zip(range(6, 11), (0.29, 0.30, 0.31, 0.38, 0.53))),
+    (11, "FT960"): dict(zip(range(6, 11), (0.24, 0.26, 0.27, 0.32, 0.43))),
+    (12, "PT"): dict(zip(range(6, 11), (0.26, 0.25, 0.26, 0.31, 0.43))),
+    (12, "FT100"): dict(zip(range(6, 11), (0.27, 0.28, 0.29, 0.34, 0.44))),
+    (12, "FT960"): dict(zip(range(6, 11), (0.22, 0.22, 0.23, 0.26, 0.32))),
+}
+
+
+def paper_corpus(corpus_config: dict) -> str | None:
+    """``'IEM'``/``'RAV'`` if the corpus is read as the paper read it, else None."""
+    kind = PAPER_CORPORA.get(corpus_config["format"])
+    if kind == "RAV" and (corpus_config.get("merge_calm") or corpus_config.get("folds", 4) != 4):
+        return None
+    return kind
+
+
+def paper_model(model_config: dict) -> str | None:
+    """``'PT'``/``'FT100'``/``'FT960'`` for the paper's pretrained checkpoints, else None."""
+    if model_config.get("init", "pretrained") != "pretrained":
+        return None
+    return PAPER_MODELS.get(model_config.get("id", "").rstrip("/"))
+
+
+def setting_differences(corpora: dict, models: dict) -> list[str]:
+    """One sentence per corpus or model of the run that is not the paper's."""
+    notes = []
+    for name, corpus in corpora.items():
+        if paper_corpus(corpus) is None:
+            notes.append(
+                f"corpus {name!r} ({corpus['format']}) is not read as the paper's IEMOCAP or RAVDESS "
+                "(4-class IEMOCAP; 8-class RAVDESS with 4 folds)"
+            )
+    for name, model in models.items():
+        if paper_model(model) is None:
+            what = "random init" if model.get("init") == "random" else model.get("id", "?")
+            notes.append(f"model {name!r} ({what}) is not one of {', '.join(PAPER_MODELS)}")
+    return notes
+
+
+def compare_probe_ua(probe_ua: pd.DataFrame, corpora: dict, models: dict) -> pd.DataFrame:
+    """Each of the run's Table-1 cells next to the paper's, in percent.
+
+    Args:
+        probe_ua: ``tables/probe_ua.tsv`` (corpus, model, input, ua_mean, ua_std, n; UA in [0, 1]).
+    Returns:
+        Columns corpus, model, paper_corpus, paper_model, input, layer, ours_ua, ours_std, paper_ua,
+        difference (ours - paper, percentage points); one row per matching cell.
+    """
+    rows = []
+    for (corpus, model), table in probe_ua.groupby(["corpus", "model"], sort=True):
+        paper_c = paper_corpus(corpora[corpus]) if corpus in corpora else None
+        paper_m = paper_model(models[model]) if model in models else None
+        if paper_c is None or paper_m is None:
+            continue
+        layers = table[table["input"].str.startswith("layer_")]
+        best = layers.loc[layers["ua_mean"].idxmax()]
+        cells = [("best layer", best)] + [
+            (name, table.set_index("input").loc[name].rename(name))
+            for name in ("last", "average", "average_wo_last2", "weighted_average")
+            if name in set(table["input"])
+        ]
+        for input_name, cell in cells:
+            paper_value = TABLE1_UA[(input_name, paper_m)][paper_c]
+            rows.append(
+                {
+                    "corpus": corpus,
+                    "model": model,
+                    "paper_corpus": paper_c,
+                    "paper_model": paper_m,
+                    "input": input_name,
+                    "layer": int(cell["input"].split("_")[1]) if input_name == "best layer" else "",
+                    "ours_ua": round(100 * float(cell["ua_mean"]), 2),
+                    "ours_std": round(100 * float(cell["ua_std"]), 2),
+                    "paper_ua": paper_value,
+                    "difference": round(100 * float(cell["ua_mean"]) - paper_value, 2),
+                }
+            )
+    return pd.DataFrame(rows, columns=COMPARE_UA_COLUMNS)
+
+
+
+def compare_layer_cca(layers: dict[tuple[str, str], pd.DataFrame], corpora: dict, models: dict,
+                      method: str = "cca") -> pd.DataFrame:
+    """The run's CCA of layers 11 and 12 against 6-10 next to the paper's Table 3 (IEMOCAP).
+
+    Args:
+        layers: (corpus, model) -> that pair's ``layers.tsv`` (layer_a, layer_b, method, value).
+    Returns:
+        Columns corpus, model, paper_model, layer, other_layer, ours, paper, difference.
+    """
+    rows = []
+    for (corpus, model), table in sorted(layers.items()):
+        paper_m = paper_model(models[model])
+        if paper_corpus(corpora[corpus]) != "IEM" or paper_m is None:
+            continue
+        values = table[table["method"] == method]
+        lookup = {
+            (int(a), int(b)): v for a, b, v in zip(values["layer_a"], values["layer_b"], values["value"])
+        }
+        for (layer, name), published in TABLE3_CCA.items():
+            if name != paper_m:
+                continue
+            for other, paper_value in published.items():
+                ours = lookup.get((layer, other), lookup.get((other, layer)))
+                if ours is None:
+                    continue
+                rows.append(
+                    {
+                        "corpus": corpus,
+                        "model": model,
+                        "paper_model": paper_m,
+                        "layer": layer,
+                        "other_layer": other,
+                        "ours": round(float(ours), 3),
+                        "paper": paper_value,
+                        "difference": round(float(ours) - paper_value, 3),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["corpus", "model", "paper_model", "layer", "other_layer", "ours", "paper", "difference"]
+    )
