@@ -1,20 +1,4 @@
 # Acoustic features per corpus: eGeMAPSv02 descriptors and MFCCs on the model frame grid.
-from functools import partial
-
-from paraprobe.acoustic import FEATURE_SETS, check_acoustic_config
-
-check_acoustic_config(config["acoustic"])
-
-# The stage's final files for `rule all` (a partial, not a def: snakemake --lint wants
-# functions out of rule files).
-acoustic_targets = partial(
-    expand,
-    f"{OUTDIR}/{{corpus}}/acoustic/{{feature_set}}.h5",
-    corpus=CORPORA,
-    feature_set=FEATURE_SETS,
-)
-
-
 rule extract_acoustic:
     input:
         manifest=f"{OUTDIR}/{{corpus}}/manifest.tsv",
