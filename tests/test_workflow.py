@@ -17,7 +17,9 @@ pytestmark = pytest.mark.workflow
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
-        capture_output=True, text=True, timeout=1800,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
 
 
@@ -37,6 +39,24 @@ def test_demo_writes_the_manifest(demo_run):
     assert manifest["utt_id"].is_unique and list(manifest["utt_id"]) == sorted(manifest["utt_id"])
     assert (manifest["duration_s"] > 0.5).all()
     assert read_tsv(demo_run / "demo" / "excluded.tsv").empty
+
+
+def test_demo_writes_acoustic_features_on_the_model_grid(demo_run):
+    import h5py
+    import numpy as np
+
+    manifest = read_tsv(demo_run / "demo" / "manifest.tsv")
+    frame_counts = []
+    for feature_set, width in (("egemaps", 25), ("mfcc", 13)):
+        with h5py.File(demo_run / "demo" / "acoustic" / f"{feature_set}.h5") as features:
+            assert [utt_id.decode() for utt_id in features["utt_id"][:]] == list(manifest["utt_id"])
+            offsets = features["frame_offsets"][:]
+            assert features["values"].shape == (offsets[-1], width) and features["voiced"].shape == (offsets[-1],)
+            assert np.all(np.isfinite(features["values"][:]))
+            # 50 frames a second (wav2vec2's 20 ms hop), within one frame of the duration.
+            assert np.all(np.abs(np.diff(offsets) - manifest["duration_s"].to_numpy() * 50) < 1.5)
+            frame_counts.append(np.diff(offsets))
+    np.testing.assert_array_equal(*frame_counts)
 
 
 def test_demo_writes_every_layer_of_the_random_model(demo_run):
