@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
 from paraprobe.io import read_tsv
@@ -17,9 +15,7 @@ pytestmark = pytest.mark.workflow
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        timeout=1800,
+        capture_output=True, text=True, timeout=1800,
     )
 
 
@@ -60,6 +56,9 @@ def test_demo_writes_acoustic_features_on_the_model_grid(demo_run):
 
 
 def test_demo_writes_every_layer_of_the_random_model(demo_run):
+    import h5py
+    import numpy as np
+
     manifest = read_tsv(demo_run / "demo" / "manifest.tsv")
     with h5py.File(demo_run / "demo" / "embeddings" / "RAND.h5", "r") as embeddings:
         assert list(embeddings["utt_id"].asstr()[:]) == list(manifest["utt_id"])
