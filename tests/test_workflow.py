@@ -68,3 +68,25 @@ def test_demo_writes_every_layer_of_the_random_model(demo_run):
         assert (np.diff(offsets) > 0).sum() == 120  # extraction.frames.utterances in config.yaml
         assert embeddings["frames/layer_04"].shape == (offsets[-1], 256)
         assert embeddings.attrs["model"] == "random-init wav2vec2" and embeddings.attrs["num_layers"] == 4
+
+
+def test_demo_writes_the_similarity_tables_figures_and_table3(demo_run):
+    folder = demo_run / "demo" / "similarity" / "RAND"
+    hidden_states = set(range(4 + 1))  # the demo model: 4 transformer layers
+    features = read_tsv(folder / "features.tsv")
+    assert set(features["layer"]) == hidden_states
+    assert {"energy", "frequency", "spectral", "voice_quality", "egemaps_all", "mfcc"} <= set(features["feature_group"])
+    layers = read_tsv(folder / "layers.tsv")
+    assert len(layers) == len(hidden_states) ** 2 * 3  # every ordered pair x cca, pwcca, cka
+    hierarchy = read_tsv(folder / "hierarchy.tsv")
+    assert set(hierarchy["level"]) == {"frame", "phoneme", "word"}
+    emotion = read_tsv(folder / "emotion.tsv")
+    assert set(emotion["label"]) == set(read_tsv(demo_run / "demo" / "manifest.tsv")["label"])
+    for table in (features, layers, hierarchy, emotion):
+        assert table["value"].between(0, 1).all()
+        fitted = table[table["method"] != "cka"]
+        assert fitted["held_out"].notna().all()  # the demo config enables held-out estimates
+    for name in ("fig2_feature_cca", "fig3_layer_cca", "fig4_hierarchy", "fig5_emotion_cca"):
+        assert (demo_run / "figures" / f"{name}.png").stat().st_size > 0
+        assert (demo_run / "figures" / f"{name}.svg").stat().st_size > 0
+    assert "| layer | model | L2 |" in (demo_run / "tables" / "table3_layer_cca.md").read_text()
