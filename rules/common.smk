@@ -65,3 +65,7 @@ def acoustic_targets():
         corpus=CORPORA,
         feature_set=FEATURE_SETS,
     )
+
+
+def report_targets():
+    return [f"{OUTDIR}/tables/paper_comparison.md"]
