@@ -35,3 +35,58 @@ def test_demo_writes_the_manifest(demo_run):
     assert manifest["utt_id"].is_unique and list(manifest["utt_id"]) == sorted(manifest["utt_id"])
     assert (manifest["duration_s"] > 0.5).all()
     assert read_tsv(demo_run / "demo" / "excluded.tsv").empty
+
+
+def test_demo_writes_acoustic_features_on_the_model_grid(demo_run):
+    import h5py
+    import numpy as np
+
+    manifest = read_tsv(demo_run / "demo" / "manifest.tsv")
+    frame_counts = []
+    for feature_set, width in (("egemaps", 25), ("mfcc", 13)):
+        with h5py.File(demo_run / "demo" / "acoustic" / f"{feature_set}.h5") as features:
+            assert [utt_id.decode() for utt_id in features["utt_id"][:]] == list(manifest["utt_id"])
+            offsets = features["frame_offsets"][:]
+            assert features["values"].shape == (offsets[-1], width) and features["voiced"].shape == (offsets[-1],)
+            assert np.all(np.isfinite(features["values"][:]))
+            # 50 frames a second (wav2vec2's 20 ms hop), within one frame of the duration.
+            assert np.all(np.abs(np.diff(offsets) - manifest["duration_s"].to_numpy() * 50) < 1.5)
+            frame_counts.append(np.diff(offsets))
+    np.testing.assert_array_equal(*frame_counts)
+
+
+def test_demo_writes_every_layer_of_the_random_model(demo_run):
+    import h5py
+    import numpy as np
+
+    manifest = read_tsv(demo_run / "demo" / "manifest.tsv")
+    with h5py.File(demo_run / "demo" / "embeddings" / "RAND.h5", "r") as embeddings:
+        assert list(embeddings["utt_id"].asstr()[:]) == list(manifest["utt_id"])
+        assert sorted(embeddings["pooled"]) == [f"layer_{layer:02d}" for layer in range(5)]  # 4 layers + input
+        assert embeddings["pooled/layer_04"].shape == (240, 256)
+        offsets = embeddings["frame_offsets"][:]
+        assert (np.diff(offsets) > 0).sum() == 120  # extraction.frames.utterances in config.yaml
+        assert embeddings["frames/layer_04"].shape == (offsets[-1], 256)
+        assert embeddings.attrs["model"] == "random-init wav2vec2" and embeddings.attrs["num_layers"] == 4
+
+
+def test_demo_writes_the_similarity_tables_figures_and_table3(demo_run):
+    folder = demo_run / "demo" / "similarity" / "RAND"
+    hidden_states = set(range(4 + 1))  # the demo model: 4 transformer layers
+    features = read_tsv(folder / "features.tsv")
+    assert set(features["layer"]) == hidden_states
+    assert {"energy", "frequency", "spectral", "voice_quality", "egemaps_all", "mfcc"} <= set(features["feature_group"])
+    layers = read_tsv(folder / "layers.tsv")
+    assert len(layers) == len(hidden_states) ** 2 * 3  # every ordered pair x cca, pwcca, cka
+    hierarchy = read_tsv(folder / "hierarchy.tsv")
+    assert set(hierarchy["level"]) == {"frame", "phoneme", "word"}
+    emotion = read_tsv(folder / "emotion.tsv")
+    assert set(emotion["label"]) == set(read_tsv(demo_run / "demo" / "manifest.tsv")["label"])
+    for table in (features, layers, hierarchy, emotion):
+        assert table["value"].between(0, 1).all()
+        fitted = table[table["method"] != "cka"]
+        assert fitted["held_out"].notna().all()  # the demo config enables held-out estimates
+    for name in ("fig2_feature_cca", "fig3_layer_cca", "fig4_hierarchy", "fig5_emotion_cca"):
+        assert (demo_run / "figures" / f"{name}.png").stat().st_size > 0
+        assert (demo_run / "figures" / f"{name}.svg").stat().st_size > 0
+    assert "| layer | model | L2 |" in (demo_run / "tables" / "table3_layer_cca.md").read_text()
