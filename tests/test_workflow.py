@@ -113,3 +113,16 @@ def test_demo_writes_every_probe_fold_and_the_probe_tables_and_figures(demo_run)
     for name in ("fig1_probe_ua", "probe_layer_weights"):
         for suffix in (".png", ".svg"):
             assert (demo_run / "figures" / f"{name}{suffix}").stat().st_size > 0
+
+
+def test_demo_report_groups_every_figure_by_experiment(demo_run):
+    workdir = demo_run.parent
+    comparison = (demo_run / "tables" / "paper_comparison.md").read_text()
+    assert "corpus 'demo' (synthetic) is not read as the paper's" in comparison
+    assert "model 'RAND' (random init)" in comparison
+    result = snakemake(workdir, "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (demo_run / "report.html").read_text(errors="replace")
+    for category in ("Probing", "Feature similarity", "Layer similarity", "Hierarchy", "Emotion", "Paper comparison"):
+        assert category in html
+    assert "fig1_probe_ua.png" in html and "fig5_emotion_cca.png" in html
