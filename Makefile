@@ -17,6 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed
 	snakemake --profile profiles/default
+	snakemake --profile profiles/default --report results/report.html
 
 test: $(BIN)/.installed
 	python -m pytest

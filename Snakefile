@@ -11,12 +11,16 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/corpora.smk"
 include: "rules/embeddings.smk"
 include: "rules/acoustic.smk"
 include: "rules/probes.smk"
 include: "rules/similarity.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -27,3 +31,4 @@ rule all:
         acoustic_targets(),
         probes_targets(),
         similarity_targets(),
+        report_targets(),

@@ -26,6 +26,10 @@ class BadAudioError(ValueError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self):
+        # Rebuild from (path, reason) so the error survives a process pool's pickling.
+        return type(self), (self.path, self.reason)
+
 
 def resample(samples: np.ndarray, orig_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
     """Resample a 1-D signal with a polyphase FIR (Kaiser-windowed sinc) filter.

@@ -165,3 +165,24 @@ def compare_layer_cca(layers: dict[tuple[str, str], pd.DataFrame], corpora: dict
     return pd.DataFrame(
         rows, columns=["corpus", "model", "paper_model", "layer", "other_layer", "ours", "paper", "difference"]
     )
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``frame`` (no index)."""
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def comparison_markdown(ua: pd.DataFrame, cca: pd.DataFrame, differences: list[str]) -> str:
+    """The report's comparison page: both tables, and what of the paper's set-up this run changes."""
+    parts = ["# This run against Li et al. (SLT 2022)", ""]
+    if differences:
+        parts += ["Settings that differ from the paper's (their rows have no published value):", ""]
+        parts += [f"- {note}" for note in differences] + [""]
+    parts += ["## Table 1: UA (%) of the probes", ""]
+    parts += [markdown_table(ua) if len(ua) else "No corpus x model of this run is one of the paper's.", ""]
+    parts += ["## Table 3: CCA of layers 11 and 12 with layers 6-10 (IEMOCAP)", ""]
+    parts += [markdown_table(cca) if len(cca) else "No IEMOCAP x paper model pair in this run.", ""]
+    return "\n".join(parts)

@@ -3,6 +3,7 @@ import re
 
 from snakemake.utils import validate
 
+from paraprobe.acoustic import FEATURE_SETS, check_acoustic_config
 from paraprobe.config import check_paths, replace_run_lists
 from paraprobe.manifest import corpus_folds as folds_of_corpus
 from paraprobe.manifest import corpus_input_files, synthetic_audio_root
@@ -10,6 +11,7 @@ from paraprobe.manifest import corpus_input_files, synthetic_audio_root
 replace_run_lists(config, workflow.config_settings.overwrite_config)
 validate(config, schema="../schemas/config.schema.yaml")
 check_paths(config)
+check_acoustic_config(config["acoustic"])
 
 OUTDIR = config["outdir"]
 CORPORA = sorted(config["corpora"])
@@ -55,3 +57,15 @@ def corpus_inputs(wildcards):
 
 def corpora_targets():
     return [manifest_path(corpus) for corpus in CORPORA]
+
+
+def acoustic_targets():
+    return expand(
+        f"{OUTDIR}/{{corpus}}/acoustic/{{feature_set}}.h5",
+        corpus=CORPORA,
+        feature_set=FEATURE_SETS,
+    )
+
+
+def report_targets():
+    return [f"{OUTDIR}/tables/paper_comparison.md"]

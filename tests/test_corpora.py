@@ -1,4 +1,5 @@
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,7 @@ def test_ravdess_speech_only_labels_speakers_and_folds(ravdess_root, tmp_path):
     assert Counter(manifest["label"]) == {"neutral": 12, **{e: 24 for e in
         ("calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")}}
     assert set(manifest["speaker"]) == {"Actor_01", "Actor_02", "Actor_03"}
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in manifest["path"])
     assert (manifest.groupby("speaker")["fold"].nunique() == 1).all()
     assert sorted(manifest.groupby("speaker")["fold"].first()) == [1, 2, 3]  # 3 actors: 3 folds
     row = manifest.set_index("utt_id").loc["03-01-05-02-01-01-03"]

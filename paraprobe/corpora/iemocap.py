@@ -68,7 +68,7 @@ def read_label_file(path: Path) -> list[tuple[str, str]]:
 
 def list_utterances(root: str | Path, require_transcript: bool = True) -> CorpusListing:
     """Candidates of the 4-class set; other labels and untranscribed utterances are excluded."""
-    root = Path(root)
+    root = Path(root).resolve()
     sessions = session_dirs(root)
     if not sessions:
         raise CorpusError(f"{root}: no Session<N> folders; is this IEMOCAP_full_release?")

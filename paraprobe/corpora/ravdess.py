@@ -40,7 +40,7 @@ def list_utterances(
     root: str | Path, *, num_folds: int = 4, seed: int = 0, merge_calm: bool = False
 ) -> CorpusListing:
     """Speech candidates with emotion names; folds: actors split at random into ``num_folds`` groups."""
-    root = Path(root)
+    root = Path(root).resolve()
     files = audio_files(root)
     if not files:
         raise CorpusError(f"{root}: no .wav files; expected Actor_XX/MM-VV-EE-II-SS-RR-AA.wav")

@@ -1,0 +1,228 @@
+"""Layer extraction: the naive Hugging Face loop against paraprobe's extractor, in one run.
+
+Run: ``python bench/extract.py [--utterances 48] [--device cpu|cuda|auto] [--threads N]``.
+
+Both read the same synthetic utterances from WAV files (log-normal lengths, median
+3.5 s, clipped to 0.6-30 s) with a wav2vec2-base-sized random-init model (12 layers,
+768 wide, GroupNorm feature encoder) saved to and loaded from a temporary directory.
+
+* naive: ``AutoFeatureExtractor`` + ``AutoModel`` called on one utterance at a time in
+  float32 with ``output_hidden_states``; every hidden state copied to the host and
+  pooled there with numpy (frames kept for the frame subset);
+* paraprobe: :class:`paraprobe.embeddings.EmbeddingExtractor` writing the HDF5 file with
+  the default settings (length-bucketed exact batches, pooling on the device, decoding
+  in background threads; float16 autocast on a GPU) and the default frame subset's share
+  of utterances (500 of IEMOCAP's 5,531, about 9 %).
+
+Prints audio seconds per second of each and their ratio (with ``--rounds R``, the two
+alternate R times and the median ratio is printed, with the ratio of process CPU time,
+which a busy shared machine disturbs less than wall time), the lowest cosine per layer
+between paraprobe's pooled vectors and the naive loop's (the exactness bar is 0.999), on
+a GPU the lowest cosine per layer of float16 autocast against float32, and the peak
+resident memory of the process after paraprobe's run (it runs first) and at the end.
+Model loading is outside both timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import soundfile
+import torch
+from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+from transformers.utils import logging as transformers_logging
+
+from paraprobe.audio import load_audio
+from paraprobe.embeddings import EmbeddingExtractor, ExtractionSettings, frame_subset, layer_names
+from paraprobe.io import write_tsv
+from paraprobe.manifest import file_sha1
+from paraprobe.models import resolve_device
+
+RATE = 16_000
+MEDIAN_SECONDS, SIGMA, SHORTEST, LONGEST = 3.5, 0.6, 0.6, 30.0
+#: The default frame subset's share of a corpus: 500 of IEMOCAP's 5,531 utterances.
+FRAME_SHARE = 500 / 5531
+
+
+def write_corpus(directory: Path, count: int, seed: int) -> Path:
+    """``count`` synthetic utterances as 16 kHz WAV files and their manifest; returns the manifest path."""
+    rng = np.random.default_rng(seed)
+    seconds = np.clip(rng.lognormal(np.log(MEDIAN_SECONDS), SIGMA, count), SHORTEST, LONGEST)
+    rows = []
+    for index, duration in enumerate(seconds):
+        samples = int(duration * RATE)
+        t = np.arange(samples) / RATE
+        pitch = 100 + 150 * rng.random()
+        signal = 0.2 * np.sin(2 * np.pi * pitch * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t)))
+        signal += 0.02 * rng.standard_normal(samples)
+        path = directory / f"utt{index:05d}.wav"
+        soundfile.write(path, signal.astype(np.float32), RATE, subtype="PCM_16")
+        rows.append(
+            {
+                "utt_id": f"utt{index:05d}",
+                "path": str(path),
+                "label": ["ang", "hap", "neu", "sad"][index % 4],
+                "speaker": f"s{index % 10}",
+                "fold": 1 + index % 5,
+                "duration_s": round(load_audio(path).size / RATE, 6),
+                "sha1": file_sha1(path),
+            }
+        )
+    manifest = directory / "manifest.tsv"
+    write_tsv(pd.DataFrame(rows), manifest)
+    return manifest
+
+
+def save_base_sized_model(directory: Path, seed: int) -> None:
+    torch.manual_seed(seed)
+    AutoModel.from_config(Wav2Vec2Config()).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(directory)
+
+
+class Clock:
+    """Wall and process CPU seconds (all threads) of a ``with`` block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> Clock:
+        synchronize(self.device)
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        synchronize(self.device)
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def naive_loop(
+    extractor, model: torch.nn.Module, manifest: pd.DataFrame, keep_frames: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, Clock]:
+    """Pooled (L + 1, N, D) and the clock of the one-utterance-at-a-time Hugging Face loop.
+
+    Frames of the subset are kept in memory (converted to float16), as a user of this
+    loop would keep them to store them.
+    """
+    pooled, frames = [], []
+    with Clock(device) as clock:
+        for path, keep in zip(manifest["path"], keep_frames, strict=True):
+            inputs = extractor(load_audio(path), sampling_rate=RATE, return_tensors="pt").to(device)
+            with torch.no_grad():
+                outputs = model(**inputs, output_hidden_states=True)
+            states = [state[0].cpu().numpy() for state in outputs.hidden_states]
+            pooled.append(np.stack([state.mean(axis=0) for state in states]))
+            if keep:
+                frames.append([state.astype(np.float16) for state in states])
+    return np.stack(pooled, axis=1), clock
+
+
+def paraprobe_run(extractor: EmbeddingExtractor, manifest_path: Path, output: Path) -> tuple[np.ndarray, Clock]:
+    """Pooled (L + 1, N, D) read back from the file, and the clock of writing it."""
+    with Clock(extractor.device) as clock:
+        extractor.extract(manifest_path, output)
+    with h5py.File(output, "r") as handle:
+        pooled = np.stack([handle[f"pooled/{name}"][:] for name in layer_names(extractor.info.num_layers)])
+    return pooled, clock
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def min_cosine_per_layer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(L + 1,) lowest cosine over utterances between (L + 1, N, D) arrays."""
+    cosine = np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return cosine.min(axis=1)
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def format_layers(values: np.ndarray) -> str:
+    return " ".join(f"{value:.5f}" for value in values)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--utterances", type=int, default=48, help="synthetic utterances (default 48)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--batch-seconds", default="auto", help="paraprobe's extraction.batch_seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1, help="alternate paraprobe and naive runs; median ratio")
+    args = parser.parse_args(argv)
+    transformers_logging.disable_progress_bar()
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    batch_seconds = args.batch_seconds if args.batch_seconds == "auto" else float(args.batch_seconds)
+
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        manifest_path = write_corpus(root, args.utterances, args.seed)
+        manifest = pd.read_csv(manifest_path, sep="\t")
+        audio_seconds = float(manifest["duration_s"].sum())
+        frame_utterances = max(1, round(FRAME_SHARE * len(manifest)))
+        keep_frames = frame_subset(manifest.astype({"utt_id": str, "label": str}), frame_utterances, 0)
+        model_dir = root / "model"
+        save_base_sized_model(model_dir, args.seed)
+        print(
+            f"{len(manifest)} utterances, {audio_seconds:.0f} s of audio (median {manifest['duration_s'].median():.1f} s, "
+            f"{manifest['duration_s'].min():.1f}-{manifest['duration_s'].max():.1f} s), frames of {frame_utterances}; "
+            f"wav2vec2-base-sized random init (12 layers, 768); {device}, {args.threads} threads",
+            flush=True,
+        )
+        settings = ExtractionSettings(
+            batch_seconds=batch_seconds,
+            device=str(device),
+            frame_utterances=frame_utterances,
+            threads=args.threads,
+        )
+        extractor = EmbeddingExtractor({"id": str(model_dir)}, settings)
+        naive_extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+        naive_model = AutoModel.from_pretrained(model_dir).to(device).eval()
+        walls, cpus = [], []
+        for round_index in range(args.rounds):
+            pooled, clock = paraprobe_run(extractor, manifest_path, root / "paraprobe.h5")
+            print(
+                f"round {round_index + 1}: paraprobe ({extractor.pooler.precision}, "
+                f"batches of {extractor.budget_samples / RATE:.0f} s): {clock.wall:.1f} s, "
+                f"{audio_seconds / clock.wall:.2f} audio s/s; peak host memory so far {peak_memory_mb():.0f} MB",
+                flush=True,
+            )
+            naive_pooled, naive_clock = naive_loop(naive_extractor, naive_model, manifest, keep_frames, device)
+            print(
+                f"round {round_index + 1}: naive loop (float32): {naive_clock.wall:.1f} s, "
+                f"{audio_seconds / naive_clock.wall:.2f} audio s/s; ratio {naive_clock.wall / clock.wall:.2f}x "
+                f"(CPU time ratio {naive_clock.cpu / clock.cpu:.2f}x)",
+                flush=True,
+            )
+            walls.append(naive_clock.wall / clock.wall)
+            cpus.append(naive_clock.cpu / clock.cpu)
+        print(
+            f"ratio paraprobe / naive, median of {args.rounds} rounds: {np.median(walls):.2f}x wall, {np.median(cpus):.2f}x CPU time"
+        )
+        print(f"lowest cosine to the naive loop per layer: {format_layers(min_cosine_per_layer(pooled, naive_pooled))}")
+        if device.type == "cuda":
+            full = EmbeddingExtractor(
+                {"id": str(model_dir)}, ExtractionSettings(**{**settings.__dict__, "half_precision": False})
+            )
+            full_pooled, full_clock = paraprobe_run(full, manifest_path, root / "float32.h5")
+            print(f"paraprobe float32: {audio_seconds / full_clock.wall:.1f} audio s/s")
+            print(
+                f"float16 autocast vs float32, lowest cosine per layer: {format_layers(min_cosine_per_layer(pooled, full_pooled))}"
+            )
+        print(f"peak host memory (whole run): {peak_memory_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

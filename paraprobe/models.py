@@ -1,0 +1,346 @@
+"""Speech encoders from a model config: a pretrained Hugging Face checkpoint or a random init.
+
+A model config is one entry of the workflow config's ``models:`` section::
+
+    PT:   {id: facebook/wav2vec2-base}                       # hub id (optionally `revision`)
+    MINE: {id: /data/checkpoints/my-wav2vec2}                # local directory (save_pretrained)
+    RAND: {init: random, architecture: wav2vec2, seed: 0,    # random-init control
+           config: {num_hidden_layers: 4, hidden_size: 256}}
+
+Checkpoints load through ``AutoConfig``/``AutoModel``/``AutoFeatureExtractor``, never with
+``trust_remote_code``; transformers takes ``model.safetensors`` when the checkpoint has it
+and otherwise reads ``pytorch_model.bin`` with ``torch.load(weights_only=True)``.
+
+Only raw-waveform encoders are supported (wav2vec2, HuBERT, WavLM, data2vec-audio,
+UniSpeech...): their convolutional feature encoder is described by ``conv_kernel`` and
+``conv_stride``, which :mod:`paraprobe.framing` turns into frame counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, Wav2Vec2FeatureExtractor
+from transformers.utils import CONFIG_NAME
+
+from paraprobe.audio import TARGET_SAMPLE_RATE
+from paraprobe.framing import hop_samples
+
+logger = logging.getLogger("paraprobe")
+
+#: Added to the variance before the square root, as in ``Wav2Vec2FeatureExtractor``.
+NORMALIZATION_EPSILON = 1e-7
+
+#: Config keys that do not change what the base model computes: provenance, the head class
+#: a checkpoint was saved from, and the storage dtype (the weights' dtypes are hashed anyway).
+NON_COMPUTATIONAL_CONFIG_KEYS = (
+    "_name_or_path",
+    "_commit_hash",
+    "transformers_version",
+    "name_or_path",
+    "architectures",
+    "dtype",
+    "torch_dtype",
+)
+
+
+class CheckpointNotAvailableError(RuntimeError):
+    """A checkpoint that cannot be loaded; the message says which and how to provide it."""
+
+
+class UnsupportedModelError(ValueError):
+    """A checkpoint that is not a raw-waveform speech encoder paraprobe can frame."""
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """How the feature extractor turns a 16 kHz waveform into the model's ``input_values``.
+
+    Attributes
+    ----------
+    sampling_rate : int
+        Hz the model expects (16000 for every supported encoder).
+    do_normalize : bool
+        Normalise each utterance to zero mean and unit variance over its own samples,
+        as ``Wav2Vec2FeatureExtractor(do_normalize=True)`` does.
+    """
+
+    sampling_rate: int
+    do_normalize: bool
+
+    def prepare(self, samples: np.ndarray) -> np.ndarray:
+        """(n,) float32 waveform -> (n,) float32 ``input_values`` of one utterance.
+
+        Normalisation uses the utterance's own samples only, so it must run per
+        utterance before any padding (padding would change the mean and variance).
+        """
+        samples = np.asarray(samples, dtype=np.float32)
+        if not self.do_normalize:
+            return samples
+        return (samples - samples.mean()) / np.sqrt(samples.var() + NORMALIZATION_EPSILON)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an embeddings file records about the model that made it.
+
+    Attributes
+    ----------
+    name : str
+        Hub id, absolute local directory, or ``random-init <architecture>``.
+    revision : str
+        Resolved commit hash of a hub checkpoint; ``""`` for a local directory or random init.
+    model_type : str
+        transformers ``model_type`` (``wav2vec2``, ``hubert``, ...).
+    num_layers : int
+        Transformer layers L; the model yields L + 1 hidden states (layer 0 = its input).
+    hidden_size : int
+        Width D of every hidden state.
+    conv_kernel, conv_stride : tuple of int
+        The convolutional feature encoder, for :func:`paraprobe.framing.num_model_frames`.
+    feat_extract_norm : str
+        ``group`` (GroupNorm over time in the first convolution, as wav2vec2-base) or
+        ``layer`` (LayerNorm per frame).
+    fingerprint : str
+        SHA-1 over the model's weights and its computation-relevant config: equal
+        fingerprints compute equal embeddings, whatever the name or revision says.
+    """
+
+    name: str
+    revision: str
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    conv_kernel: tuple[int, ...]
+    conv_stride: tuple[int, ...]
+    feat_extract_norm: str
+    fingerprint: str
+
+    @property
+    def frame_rate_hz(self) -> float:
+        """Frames per second of every hidden state (50 Hz for wav2vec2)."""
+        return TARGET_SAMPLE_RATE / hop_samples(self.conv_stride)
+
+
+def is_random_init(model_cfg: dict) -> bool:
+    return model_cfg.get("init", "pretrained") == "random"
+
+
+def load_model(model_cfg: dict, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, InputSettings, ModelInfo]:
+    """Build the encoder a model config names, in eval mode on ``device``.
+
+    Parameters
+    ----------
+    model_cfg : dict
+        One entry of the config's ``models:`` (keys ``id``, ``revision``, or ``init:
+        random`` with ``architecture``, ``seed``, ``config``).
+    device : str or torch.device
+        Where the model's weights go.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        The transformers base model (``Wav2Vec2Model``, ``HubertModel``...), eval mode,
+        gradients off.
+    input_settings : InputSettings
+        The feature extractor's sampling rate and normalisation.
+    info : ModelInfo
+        Identity and geometry of the model, for the embeddings file's attributes.
+
+    Raises
+    ------
+    CheckpointNotAvailableError
+        The checkpoint is neither local nor downloadable (one line saying how to provide it).
+    UnsupportedModelError
+        The checkpoint is not a 16 kHz raw-waveform encoder.
+    """
+    if is_random_init(model_cfg):
+        config = random_init_config(model_cfg)
+        input_settings = InputSettings(TARGET_SAMPLE_RATE, Wav2Vec2FeatureExtractor().do_normalize)
+        name, revision = f"random-init {config.model_type}", ""
+        check_supported(config, input_settings, name, model_cfg)
+        # A forked RNG makes the weights a function of the seed alone, whatever ran before.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(model_cfg.get("seed", 0)))
+            model = AutoModel.from_config(config)
+    else:
+        config = pretrained_config(model_cfg)
+        source, revision_request = checkpoint_source(model_cfg)
+        input_settings = pretrained_input_settings(source, revision_request)
+        check_supported(config, input_settings, source, model_cfg)
+        try:
+            model = AutoModel.from_pretrained(source, revision=revision_request, trust_remote_code=False)
+        except OSError as error:
+            raise CheckpointNotAvailableError(unavailable_message(model_cfg, error)) from error
+        name, revision = source, resolved_revision(source, revision_request)
+
+    model.eval().requires_grad_(False)
+    info = ModelInfo(
+        name=name,
+        revision=revision,
+        model_type=config.model_type,
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        conv_kernel=tuple(int(k) for k in config.conv_kernel),
+        conv_stride=tuple(int(s) for s in config.conv_stride),
+        feat_extract_norm=getattr(config, "feat_extract_norm", "layer"),
+        fingerprint=model_fingerprint(model),
+    )
+    return model.to(device), input_settings, info
+
+
+def num_transformer_layers(model_cfg: dict) -> int:
+    """Transformer layers L of a model (it yields L + 1 hidden states), cheaply, for planning.
+
+    Reads ``num_layers`` if given, else the random-init config, else the checkpoint's
+    ``config.json`` (local directory or Hugging Face cache; no weights are read).
+    """
+    if "num_layers" in model_cfg:
+        return int(model_cfg["num_layers"])
+    config = random_init_config(model_cfg) if is_random_init(model_cfg) else pretrained_config(model_cfg, planning=True)
+    return int(config.num_hidden_layers)
+
+
+def random_init_config(model_cfg: dict) -> PretrainedConfig:
+    """The ``architecture``'s default config with the ``config`` overrides applied.
+
+    An override the architecture does not know is an error (a typo would otherwise be
+    silently ignored by transformers).
+    """
+    architecture = model_cfg["architecture"]
+    try:
+        config = AutoConfig.for_model(architecture)
+    except ValueError as error:
+        raise UnsupportedModelError(
+            f"models: architecture {architecture!r} is not a transformers model_type"
+        ) from error
+    overrides = model_cfg.get("config") or {}
+    unknown = sorted(key for key in overrides if not hasattr(config, key))
+    if unknown:
+        raise UnsupportedModelError(f"models: config keys {unknown} are not fields of the {architecture} config")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def checkpoint_source(model_cfg: dict) -> tuple[str, str | None]:
+    """(hub id or absolute local directory, revision or None) of a pretrained model config."""
+    model_id = str(model_cfg["id"])
+    expanded = Path(model_id).expanduser()
+    if expanded.is_dir():
+        return str(expanded.resolve()), None
+    if model_id.startswith(("/", "./", "../", "~")):
+        raise CheckpointNotAvailableError(f"model checkpoint directory {model_id} does not exist")
+    return model_id, model_cfg.get("revision")
+
+
+def pretrained_config(model_cfg: dict, planning: bool = False) -> PretrainedConfig:
+    """The checkpoint's config (config.json only), or :class:`CheckpointNotAvailableError`."""
+    source, revision = checkpoint_source(model_cfg)
+    try:
+        return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=False)
+    except OSError as error:
+        raise CheckpointNotAvailableError(unavailable_message(model_cfg, error, planning)) from error
+
+
+def unavailable_message(model_cfg: dict, error: Exception, planning: bool = False) -> str:
+    """One line: which checkpoint is missing and how to provide it."""
+    model_id = model_cfg["id"]
+    revision = f" (revision {model_cfg['revision']})" if model_cfg.get("revision") else ""
+    download = f"hf download {model_id}" + (f" --revision {model_cfg['revision']}" if revision else "")
+    how = (
+        f"download it ahead with `{download}` (or `huggingface-cli download {model_id}`), "
+        "or set the model's `id` to a local directory holding it"
+    )
+    if planning:
+        how += ", or give the model's `num_layers` to plan the workflow without it"
+    if hub_constants.is_offline_mode():
+        return (
+            f"model checkpoint {model_id}{revision} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: {how}"
+        )
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"model checkpoint {model_id}{revision} could not be loaded ({reason}): {how}"
+
+
+def resolved_revision(source: str, revision: str | None) -> str:
+    """Commit hash of the hub snapshot a checkpoint was loaded from; ``""`` for a local directory.
+
+    Read from the Hugging Face cache, where every loaded file lives under
+    ``models--{org}--{name}/snapshots/{commit}/``.
+    """
+    if Path(source).is_dir():
+        return ""
+    cached = try_to_load_from_cache(source, CONFIG_NAME, revision=revision or "main")
+    return Path(cached).parent.name if isinstance(cached, str) else ""
+
+
+def pretrained_input_settings(source: str, revision: str | None) -> InputSettings:
+    """Sampling rate and normalisation from the checkpoint's ``preprocessor_config.json``.
+
+    A checkpoint without one gets ``Wav2Vec2FeatureExtractor``'s defaults (16 kHz,
+    normalised), with a warning: those are what ``pipeline`` would use for it.
+    """
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision, trust_remote_code=False)
+    except OSError:
+        logger.warning("%s has no preprocessor_config.json; using Wav2Vec2FeatureExtractor defaults", source)
+        extractor = Wav2Vec2FeatureExtractor()
+    if not hasattr(extractor, "do_normalize"):
+        raise UnsupportedModelError(
+            f"{source}: its feature extractor {type(extractor).__name__} does not take raw waveforms; "
+            "paraprobe supports raw-waveform encoders (wav2vec2, HuBERT, WavLM, data2vec-audio, ...)"
+        )
+    return InputSettings(int(extractor.sampling_rate), bool(extractor.do_normalize))
+
+
+def check_supported(config: PretrainedConfig, input_settings: InputSettings, name: str, model_cfg: dict) -> None:
+    """Raise :class:`UnsupportedModelError` unless the model is a 16 kHz convolutional-frontend
+    encoder whose layer count agrees with the config's planning override ``num_layers``."""
+    if not (hasattr(config, "conv_kernel") and hasattr(config, "conv_stride")):
+        raise UnsupportedModelError(
+            f"{name}: model_type {config.model_type!r} has no convolutional feature encoder "
+            "(conv_kernel, conv_stride); paraprobe supports wav2vec2, HuBERT, WavLM, data2vec-audio and relatives"
+        )
+    if input_settings.sampling_rate != TARGET_SAMPLE_RATE:
+        raise UnsupportedModelError(
+            f"{name}: expects {input_settings.sampling_rate} Hz audio; paraprobe feeds {TARGET_SAMPLE_RATE} Hz"
+        )
+    if "num_layers" in model_cfg and int(model_cfg["num_layers"]) != config.num_hidden_layers:
+        raise UnsupportedModelError(
+            f"{name}: the model's num_layers is {model_cfg['num_layers']} in the config, "
+            f"but the checkpoint has {config.num_hidden_layers} transformer layers"
+        )
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-1 over every weight (name, dtype, shape, bytes) and the computation-relevant config.
+
+    :data:`NON_COMPUTATIONAL_CONFIG_KEYS` are left out, so a checkpoint saved to a local
+    directory, or found under another name, keeps its fingerprint.
+    """
+    digest = hashlib.sha1()
+    config = {key: value for key, value in model.config.to_dict().items() if key not in NON_COMPUTATIONAL_CONFIG_KEYS}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"extraction.device is {device!r} but no CUDA device is visible to this job")
+    return resolved

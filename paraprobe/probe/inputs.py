@@ -1,0 +1,164 @@
+"""What a probe sees: one layer, or a combination of layers, standardised with training statistics."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+LAST = "last"
+AVERAGE = "average"
+AVERAGE_WO_LAST2 = "average_wo_last2"
+WEIGHTED_AVERAGE = "weighted_average"
+#: The four ways of combining layers that the paper compares with single layers, in table order.
+COMBINED_INPUTS = (LAST, AVERAGE, AVERAGE_WO_LAST2, WEIGHTED_AVERAGE)
+
+_LAYER_NAME = re.compile(r"layer_(\d{2,})")
+
+
+def layer_name(index: int) -> str:
+    """``5`` -> ``'layer_05'``: the name of hidden state ``index`` (0 = CNN encoder output)."""
+    return f"layer_{index:02d}"
+
+
+def layer_index(name: str) -> int | None:
+    """``'layer_05'`` -> ``5``; ``None`` for a combined input such as ``'average'``."""
+    match = _LAYER_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def probe_input_names(num_layers: int) -> list[str]:
+    """Every probe input of a model with ``num_layers`` transformer layers L.
+
+    ``layer_00`` .. ``layer_LL`` (L + 1 hidden states), then :data:`COMBINED_INPUTS`.
+    """
+    if num_layers < 2:
+        raise ValueError(f"num_layers must be at least 2 (average_wo_last2 drops two layers), got {num_layers}")
+    return [layer_name(index) for index in range(num_layers + 1)] + list(COMBINED_INPUTS)
+
+
+@dataclass(frozen=True)
+class ProbeInputs:
+    """The standardised inputs of every probe trained together on one fold.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Probe order: the fixed inputs first, ``weighted_average`` (if any) last.
+    features : (R, N, D) tensor
+        Rows ``0 .. L`` are the L + 1 hidden states, each standardised; further rows hold the
+        requested fixed combinations (``average``, ``average_wo_last2``), standardised after
+        combining. N utterances in manifest order, D dimensions.
+    rows : tuple of int
+        For each fixed-input probe (``names[:len(rows)]``) its row of ``features``.
+    num_layer_rows : int
+        L + 1, the leading rows of ``features`` that ``weighted_average`` mixes.
+    """
+
+    names: tuple[str, ...]
+    features: torch.Tensor
+    rows: tuple[int, ...]
+    num_layer_rows: int
+
+    @property
+    def has_weighted_average(self) -> bool:
+        return len(self.names) > len(self.rows)
+
+
+def _standardise(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D) float32 with zero mean and unit variance over ``train_rows``.
+
+    Dimensions constant over the training rows are only centred (their scale is left at 1).
+    """
+    train = values[train_rows].astype(np.float64)
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std[std == 0] = 1.0
+    return ((values - mean) / std).astype(np.float32)
+
+
+def build_probe_inputs(
+    layers: np.ndarray,
+    train_rows: np.ndarray,
+    names: Sequence[str],
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> ProbeInputs:
+    """Standardise the hidden states and combine them into the probes' inputs.
+
+    Parameters
+    ----------
+    layers : (L + 1, N, D) float array
+        Pooled hidden states of every utterance, layer 0 first.
+    train_rows : (n_train,) int array
+        The rows whose statistics standardise every input (never validation or test rows).
+    names : sequence of str
+        Requested inputs, from :func:`probe_input_names`.
+    dtype, device
+        Of the returned ``features``.
+
+    Notes
+    -----
+    ``last`` is ``layer_LL`` under another name: its probe trains on the same row with its own
+    initial weights. ``average`` and ``average_wo_last2`` average the raw hidden states and then
+    standardise the average, as a single feature vector. ``weighted_average`` mixes the
+    *standardised* layers, so its learned weights compare the layers' information rather than
+    their scales (wav2vec2's hidden-state norms differ by orders of magnitude across layers).
+    """
+    num_layer_rows = layers.shape[0]
+    valid = probe_input_names(num_layer_rows - 1)
+    unknown = [name for name in names if name not in valid]
+    if unknown or not names:
+        raise ValueError(f"unknown probe inputs {unknown} (none requested?); valid: {valid}")
+    fixed_names = [name for name in dict.fromkeys(names) if name != WEIGHTED_AVERAGE]
+    combinations = {
+        AVERAGE: range(num_layer_rows),
+        AVERAGE_WO_LAST2: range(num_layer_rows - 2),
+    }
+    feature_rows = [_standardise(layer, train_rows) for layer in layers]
+    row_of = {layer_name(index): index for index in range(num_layer_rows)}
+    row_of[LAST] = num_layer_rows - 1
+    for name, layer_indices in combinations.items():
+        if name in fixed_names:
+            row_of[name] = len(feature_rows)
+            feature_rows.append(_standardise(layers[list(layer_indices)].mean(axis=0), train_rows))
+    features = torch.from_numpy(np.stack(feature_rows)).to(device=device, dtype=dtype)
+    ordered = fixed_names + ([WEIGHTED_AVERAGE] if WEIGHTED_AVERAGE in names else [])
+    return ProbeInputs(
+        names=tuple(ordered),
+        features=features,
+        rows=tuple(row_of[name] for name in fixed_names),
+        num_layer_rows=num_layer_rows,
+    )
+
+
+def load_pooled_layers(path: str | Path, utt_ids: Sequence[str]) -> np.ndarray:
+    """Read every ``pooled/layer_XX`` of an embeddings file, checked against the manifest.
+
+    Parameters
+    ----------
+    path : path of ``{corpus}/embeddings/{model}.h5``
+    utt_ids : the manifest's ``utt_id`` column, in manifest order
+
+    Returns
+    -------
+    (L + 1, N, D) float32 array, layer 0 first.
+    """
+    with h5py.File(path, "r") as h5:
+        if "utt_id" not in h5 or "pooled" not in h5:
+            raise ValueError(f"{path}: needs datasets 'utt_id' and 'pooled/layer_XX'")
+        stored_ids = [u.decode() if isinstance(u, bytes) else str(u) for u in h5["utt_id"][()]]
+        if stored_ids != list(utt_ids):
+            raise ValueError(
+                f"{path}: utt_id ({len(stored_ids)} rows) differs from the manifest's ({len(utt_ids)} rows) "
+                "in content or order; rebuild the embeddings from this manifest"
+            )
+        indices = sorted(i for i in (layer_index(key) for key in h5["pooled"]) if i is not None)
+        if indices != list(range(len(indices))) or len(indices) < 3:
+            raise ValueError(f"{path}: pooled layers must be layer_00..layer_LL with L >= 2, found {indices}")
+        return np.stack([h5["pooled"][layer_name(i)][()].astype(np.float32, copy=False) for i in indices])

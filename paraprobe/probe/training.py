@@ -1,0 +1,463 @@
+"""Training the paper's probe on many inputs at once, and one input at a time as a reference.
+
+The probe (Li et al., SLT 2022) is an MLP: input -> dense 128 -> ReLU -> dense 16 -> ReLU ->
+dense to the classes, trained with softmax cross-entropy and AdamW until the validation loss
+stops improving; the weights of the best validation epoch are kept.
+
+:func:`train_probes_batched` trains every input of a fold in one computation: each dense
+layer's weights are stacked on a leading probe axis and applied with ``torch.baddbmm`` (one
+stack for the fixed-input probes, one for the weighted-average probe), every probe sees the
+same minibatches, and the summed loss gives each probe exactly the gradient of its own loss.
+A probe whose validation loss has not improved for ``patience`` epochs stops: it leaves its
+stack (its parameters and AdamW state are frozen where they were, its best weights kept), so
+later epochs cost only what the probes still training need. :func:`train_probes_sequential` trains
+the same probes one by one with ``torch.nn`` modules, from the same initial weights and
+minibatches; the two agree up to floating-point rounding, which tests and ``bench/probe.py``
+check.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paraprobe.probe.inputs import ProbeInputs
+from paraprobe.probe.splits import FoldSplit, derive_seed
+
+logger = logging.getLogger("paraprobe")
+
+#: Rows per forward pass when scoring validation or test rows (bounds memory, not results).
+_EVALUATION_CHUNK = 1024
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Hyper-parameters of the probe and its training (defaults: the paper's, RAVDESS rate).
+
+    ``patience`` and ``max_epochs`` make the paper's "until validation loss converges" concrete.
+    """
+
+    learning_rate: float = 2e-4
+    hidden_sizes: tuple[int, ...] = (128, 16)
+    weight_decay: float = 1e-5
+    batch_size: int = 64
+    patience: int = 10
+    max_epochs: int = 200
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # a config gives a list
+        for key in ("learning_rate", "batch_size", "patience", "max_epochs"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"probe setting {key} must be positive, got {getattr(self, key)}")
+        if self.weight_decay < 0 or not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"invalid probe settings: {self}")
+
+
+def probe_settings(probe_config: dict, corpus: str, corpus_format: str) -> ProbeSettings:
+    """The probe settings of one corpus from the config's ``probe`` section.
+
+    The learning rate is ``learning_rate_by_corpus[corpus]`` if given, else
+    ``learning_rate_by_format[corpus_format]``, else ``learning_rate`` (the paper: 1e-4 for
+    IEMOCAP, 2e-4 for RAVDESS).
+    """
+    learning_rate = probe_config["learning_rate_by_corpus"].get(
+        corpus, probe_config["learning_rate_by_format"].get(corpus_format, probe_config["learning_rate"])
+    )
+    return ProbeSettings(
+        learning_rate=learning_rate,
+        hidden_sizes=tuple(probe_config["hidden_sizes"]),
+        weight_decay=probe_config["weight_decay"],
+        batch_size=probe_config["batch_size"],
+        patience=probe_config["patience"],
+        max_epochs=probe_config["max_epochs"],
+    )
+
+
+@dataclass(frozen=True)
+class ProbeResults:
+    """What training the probes of one fold and seed yields, probe axis first.
+
+    Attributes
+    ----------
+    names : input names, the probe order
+    predictions : (P, n) int64 array, predicted class of each requested row
+    epochs : (P,) int array, epochs trained before stopping
+    best_epoch : (P,) int array, the epoch whose weights were kept
+    best_validation_loss : (P,) float array, mean cross-entropy on the validation rows (nats)
+    layer_weights : (L + 1,) float array of the ``weighted_average`` probe's softmax layer
+        weights at its best epoch; ``None`` without that probe
+    parameters : the kept weights per dense layer, ``W`` (P, in, out) and ``b`` (P, out)
+        alternating, for comparing trainers
+    """
+
+    names: tuple[str, ...]
+    predictions: np.ndarray
+    epochs: np.ndarray
+    best_epoch: np.ndarray
+    best_validation_loss: np.ndarray
+    layer_weights: np.ndarray | None
+    parameters: list[np.ndarray]
+
+
+def initial_parameters(
+    seed: int, name: str, input_dim: int, hidden_sizes: tuple[int, ...], num_classes: int
+) -> list[torch.Tensor]:
+    """Initial weights of the probe on input ``name``: ``W`` (in, out) and ``b`` (out,) per dense layer.
+
+    Drawn like ``torch.nn.Linear``'s defaults (uniform in +-1/sqrt(fan_in)), in float32 on the CPU
+    from a generator seeded by (seed, name), so both trainers and every device start alike.
+    """
+    generator = torch.Generator().manual_seed(derive_seed(seed, "initial weights", name))
+    sizes = [input_dim, *hidden_sizes, num_classes]
+    parameters = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = fan_in**-0.5
+        for shape in ((fan_in, fan_out), (fan_out,)):
+            parameters.append((torch.rand(shape, generator=generator) * 2 - 1) * bound)
+    return parameters
+
+
+def epoch_batches(seed: int, epoch: int, train_rows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Epoch ``epoch``'s minibatches of ``train_rows``: a shuffle seeded by (seed, epoch), last batch short."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, "minibatch order", epoch))
+    order = torch.randperm(len(train_rows), generator=generator).to(train_rows.device)
+    return list(train_rows[order].split(batch_size))
+
+
+class EarlyStopping:
+    """Per-probe early stopping on the validation loss, for P probes at once.
+
+    A probe improves when its loss is strictly below its best so far; it stops once ``patience``
+    epochs have passed without improvement.
+    """
+
+    def __init__(self, num_probes: int, patience: int):
+        self.patience = patience
+        self.active = np.ones(num_probes, dtype=bool)
+        self.best_loss = np.full(num_probes, np.inf)
+        self.best_epoch = np.zeros(num_probes, dtype=np.int64)
+        self.epochs = np.zeros(num_probes, dtype=np.int64)
+
+    def update(self, epoch: int, losses: np.ndarray) -> np.ndarray:
+        """Record epoch ``epoch``'s (P,) losses (read for active probes only); return who improved."""
+        improved = self.active & (losses < self.best_loss)
+        self.best_loss[improved] = losses[improved]
+        self.best_epoch[improved] = epoch
+        self.epochs[self.active] = epoch
+        self.active &= epoch - self.best_epoch < self.patience
+        return improved
+
+
+def _per_probe_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy (P,) of logits (P, B, C) against targets (B,)."""
+    num_probes, batch, num_classes = logits.shape
+    losses = F.cross_entropy(logits.reshape(-1, num_classes), targets.repeat(num_probes), reduction="none")
+    return losses.view(num_probes, batch).sum(dim=1)
+
+
+class _ProbeStack:
+    """Probes of one kind trained together: parameters on a leading probe axis, inputs, AdamW.
+
+    One stack holds the fixed-input probes (each reads one row of ``inputs.features``), another
+    the weighted-average probe (reads the mix of the layer rows). Kept apart, backward computes
+    an input gradient for the mix only, and each stack's first layer is one ``baddbmm``.
+    """
+
+    def __init__(
+        self,
+        inputs: ProbeInputs,
+        probe_ids: np.ndarray,
+        initial: list[list[torch.Tensor]],
+        settings: ProbeSettings,
+        mixes_layers: bool,
+    ):
+        self.inputs = inputs
+        self.settings = settings
+        self.mixes_layers = mixes_layers
+        self.all_ids = probe_ids
+        self.probe_ids = probe_ids  # the ones still training
+        like = inputs.features
+        self.dense = [
+            torch.stack([p[i] for p in initial]).view(len(initial), -1, initial[0][i].shape[-1]).to(like)
+            for i in range(len(initial[0]))
+        ]
+        self.mix_logits = (
+            torch.zeros(len(probe_ids), inputs.num_layer_rows, dtype=like.dtype, device=like.device)
+            if mixes_layers
+            else None
+        )
+        for parameter in self.parameters():
+            parameter.requires_grad_(True)
+        self.best = [parameter.detach().clone() for parameter in self.parameters()]
+        self.optimizer = self._adamw()
+        self._select_features()
+
+    def parameters(self) -> list[torch.Tensor]:
+        return self.dense + ([self.mix_logits] if self.mix_logits is not None else [])
+
+    def _adamw(self) -> torch.optim.AdamW:
+        # The fused kernel does AdamW's elementwise update in one pass over each tensor;
+        # the update is the same function of (parameter, gradient, state) as the default one.
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay, fused=True
+        )
+
+    def _select_features(self) -> None:
+        """The (P, N, D) rows the probes read; fixed inputs are copied into probe order once,
+        so that a minibatch is one ``index_select`` over utterances."""
+        if self.mixes_layers:
+            self.features = self.inputs.features[: self.inputs.num_layer_rows]
+        else:
+            rows = torch.tensor([self.inputs.rows[i] for i in self.probe_ids], dtype=torch.int64)
+            self.features = self.inputs.features.index_select(0, rows.to(self.inputs.features.device))
+
+    def logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """Logits (P, B, C) of the stack's probes for the utterances ``rows`` (B,)."""
+        x = self.features.index_select(1, rows)
+        if self.mix_logits is not None:
+            x = torch.einsum("pl,lbd->pbd", torch.softmax(self.mix_logits, dim=1), x)
+        for index in range(0, len(self.dense), 2):
+            if index:
+                x = torch.relu(x)
+            x = torch.baddbmm(self.dense[index + 1], x, self.dense[index])
+        return x
+
+    def remember_best(self, improved: np.ndarray) -> None:
+        """Copy the parameters of the probes whose global id is True in ``improved`` (P_all,)."""
+        local = improved[self.probe_ids]
+        if local.any():
+            positions = torch.from_numpy(np.searchsorted(self.all_ids, self.probe_ids[local]))
+            selected = torch.from_numpy(local)
+            for best, parameter in zip(self.best, self.parameters()):
+                best[positions.to(best.device)] = parameter.detach()[selected.to(best.device)]
+
+    def keep_only(self, active: np.ndarray) -> None:
+        """Keep the probes whose global id is True in ``active``; the others leave with their AdamW state."""
+        keep = torch.from_numpy(active[self.probe_ids]).to(self.dense[0].device)
+        old_state = self.optimizer.state
+        kept_state = {}
+        kept_parameters = []
+        for parameter in self.parameters():
+            kept = parameter.detach()[keep].clone().requires_grad_(True)
+            kept_state[kept] = {
+                key: value[keep].clone() if value.ndim > 0 else value.clone()
+                for key, value in old_state[parameter].items()
+            }
+            kept_parameters.append(kept)
+        self.dense = kept_parameters[: len(self.dense)]
+        self.mix_logits = kept_parameters[-1] if self.mixes_layers else None
+        self.probe_ids = self.probe_ids[active[self.probe_ids]]
+        self.optimizer = self._adamw()
+        self.optimizer.state.update(kept_state)
+        self._select_features()
+
+    def restore_best(self) -> None:
+        """Every probe of the stack, with its best-epoch parameters, for predicting."""
+        self.probe_ids = self.all_ids
+        self.dense = self.best[: len(self.dense)]
+        self.mix_logits = self.best[-1] if self.mixes_layers else None
+        self._select_features()
+
+    @torch.no_grad()
+    def evaluate(self, rows: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Mean cross-entropy (P,) and predicted classes (P, len(rows)) on ``rows``."""
+        loss_sum = 0.0
+        predictions = []
+        for chunk in rows.split(_EVALUATION_CHUNK):
+            logits = self.logits(chunk)
+            loss_sum = loss_sum + _per_probe_loss(logits, targets[chunk])
+            predictions.append(logits.argmax(dim=-1))
+        return (loss_sum / len(rows)).cpu().numpy(), torch.cat(predictions, dim=1).cpu().numpy()
+
+
+def _as_tensor(indices: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Row or class indices as an int64 tensor on ``device`` (a copy: the array may be read-only)."""
+    return torch.tensor(np.asarray(indices, dtype=np.int64), device=device)
+
+
+def train_probes_batched(
+    inputs: ProbeInputs,
+    labels: np.ndarray,
+    split: FoldSplit,
+    num_classes: int,
+    settings: ProbeSettings,
+    seed: int,
+) -> ProbeResults:
+    """Train one probe per input of ``inputs`` together; predict the test rows of ``split``.
+
+    Parameters
+    ----------
+    inputs : ProbeInputs
+        Standardised features (R, N, D) and the probe order; their device and dtype are used.
+    labels : (N,) int array
+        Class index of every row.
+    split : FoldSplit
+        Training rows (minibatches), validation rows (early stopping), test rows (predictions).
+    num_classes : int
+    settings : ProbeSettings
+    seed : int
+        Seeds the initial weights (per input name) and the minibatch order (per epoch).
+    """
+    device = inputs.features.device
+    targets = _as_tensor(labels, device)
+    train_rows, validation_rows, test_rows = (
+        _as_tensor(r, device) for r in (split.train, split.validation, split.test)
+    )
+    initial = [
+        initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
+        for name in inputs.names
+    ]
+    num_fixed = len(inputs.rows)
+    groups = [(np.arange(num_fixed), False), (np.arange(num_fixed, len(inputs.names)), True)]
+    all_stacks = [
+        _ProbeStack(inputs, ids, [initial[i] for i in ids], settings, mixes_layers)
+        for ids, mixes_layers in groups
+        if ids.size
+    ]
+    training = list(all_stacks)
+    stopping = EarlyStopping(len(inputs.names), settings.patience)
+    for epoch in range(1, settings.max_epochs + 1):
+        for batch in epoch_batches(seed, epoch, train_rows, settings.batch_size):
+            loss = sum(_per_probe_loss(stack.logits(batch), targets[batch]).sum() for stack in training)
+            for stack in training:
+                stack.optimizer.zero_grad(set_to_none=True)
+            (loss / len(batch)).backward()
+            for stack in training:
+                stack.optimizer.step()
+        losses = np.full(len(inputs.names), np.nan)
+        for stack in training:
+            losses[stack.probe_ids] = stack.evaluate(validation_rows, targets)[0]
+        improved = stopping.update(epoch, losses)
+        for stack in training:
+            stack.remember_best(improved)
+        stopped = [i for stack in training for i in stack.probe_ids if not stopping.active[i]]
+        if stopped:
+            logger.info(
+                "epoch %d: stopped %s; %d probes still training",
+                epoch,
+                ", ".join(inputs.names[i] for i in stopped),
+                stopping.active.sum(),
+            )
+            for stack in training:
+                if not stopping.active[stack.probe_ids].all():
+                    stack.keep_only(stopping.active)
+            training = [stack for stack in training if stack.probe_ids.size]
+        if not training:
+            break
+    predictions = []
+    for stack in all_stacks:
+        stack.restore_best()
+        predictions.append(stack.evaluate(test_rows, targets)[1])
+    best = [torch.cat(tensors) for tensors in zip(*(stack.best[: len(stack.dense)] for stack in all_stacks))]
+    mix_stack = all_stacks[-1] if all_stacks[-1].mixes_layers else None
+    return ProbeResults(
+        names=inputs.names,
+        predictions=np.concatenate(predictions),
+        epochs=stopping.epochs,
+        best_epoch=stopping.best_epoch,
+        best_validation_loss=stopping.best_loss,
+        layer_weights=torch.softmax(mix_stack.best[-1][0], dim=0).cpu().numpy() if mix_stack else None,
+        parameters=[p.squeeze(1).cpu().numpy() if i % 2 else p.cpu().numpy() for i, p in enumerate(best)],
+    )
+
+
+class _ReferenceProbe(nn.Module):
+    """One probe as plain ``torch.nn`` modules, optionally behind a softmax-weighted layer mix."""
+
+    def __init__(self, initial: list[torch.Tensor], num_mixed_layers: int | None):
+        super().__init__()
+        modules: list[nn.Module] = []
+        for index in range(0, len(initial), 2):
+            weight, bias = initial[index], initial[index + 1]
+            linear = nn.Linear(*weight.shape)
+            with torch.no_grad():
+                linear.weight.copy_(weight.T)
+                linear.bias.copy_(bias)
+            modules += [linear, nn.ReLU()]
+        self.mlp = nn.Sequential(*modules[:-1])
+        self.mix_logits = nn.Parameter(torch.zeros(num_mixed_layers)) if num_mixed_layers else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, C); with a layer mix, (L + 1, B, D) -> (B, C)."""
+        if self.mix_logits is not None:
+            x = (torch.softmax(self.mix_logits, dim=0)[:, None, None] * x).sum(dim=0)
+        return self.mlp(x)
+
+
+def _reference_input(inputs: ProbeInputs, probe_index: int, rows: torch.Tensor) -> torch.Tensor:
+    """Input of probe ``probe_index`` for ``rows``: (B, D), or (L + 1, B, D) for the layer mix."""
+    if probe_index < len(inputs.rows):
+        return inputs.features[inputs.rows[probe_index], rows]
+    return inputs.features[: inputs.num_layer_rows, rows]
+
+
+def train_probes_sequential(
+    inputs: ProbeInputs,
+    labels: np.ndarray,
+    split: FoldSplit,
+    num_classes: int,
+    settings: ProbeSettings,
+    seed: int,
+    fused_optimizer: bool = False,
+) -> ProbeResults:
+    """The reference: the probes of :func:`train_probes_batched` trained one at a time.
+
+    Same arguments and results; ``fused_optimizer`` picks PyTorch's fused AdamW kernel instead of
+    its default (lets the benchmark separate the optimizer's share of the speed-up from batching's).
+    """
+    device = inputs.features.device
+    targets = _as_tensor(labels, device)
+    train_rows, validation_rows, test_rows = (
+        _as_tensor(r, device) for r in (split.train, split.validation, split.test)
+    )
+    predictions, parameters, layer_weights = [], [], None
+    stopping = EarlyStopping(len(inputs.names), settings.patience)
+    for probe_index, name in enumerate(inputs.names):
+        is_mix = probe_index >= len(inputs.rows)
+        initial = initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
+        probe = _ReferenceProbe(initial, inputs.num_layer_rows if is_mix else None).to(inputs.features)
+        optimizer = torch.optim.AdamW(
+            probe.parameters(),
+            lr=settings.learning_rate,
+            weight_decay=settings.weight_decay,
+            fused=True if fused_optimizer else None,
+        )
+        best_state = copy.deepcopy(probe.state_dict())
+        single = EarlyStopping(1, settings.patience)
+        for epoch in range(1, settings.max_epochs + 1):
+            for batch in epoch_batches(seed, epoch, train_rows, settings.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(probe(_reference_input(inputs, probe_index, batch)), targets[batch]).backward()
+                optimizer.step()
+            with torch.no_grad():
+                logits = probe(_reference_input(inputs, probe_index, validation_rows))
+                loss = F.cross_entropy(logits, targets[validation_rows]).item()
+            if single.update(epoch, np.array([loss]))[0]:
+                best_state = copy.deepcopy(probe.state_dict())
+            if not single.active[0]:
+                break
+        stopping.best_loss[probe_index] = single.best_loss[0]
+        stopping.best_epoch[probe_index] = single.best_epoch[0]
+        stopping.epochs[probe_index] = single.epochs[0]
+        probe.load_state_dict(best_state)
+        with torch.no_grad():
+            predictions.append(probe(_reference_input(inputs, probe_index, test_rows)).argmax(dim=-1).cpu().numpy())
+        linears = [module for module in probe.mlp if isinstance(module, nn.Linear)]
+        parameters.append([t.detach().cpu().numpy() for m in linears for t in (m.weight.T, m.bias)])
+        if is_mix:
+            layer_weights = torch.softmax(probe.mix_logits.detach(), dim=0).cpu().numpy()
+    return ProbeResults(
+        names=inputs.names,
+        predictions=np.stack(predictions),
+        epochs=stopping.epochs,
+        best_epoch=stopping.best_epoch,
+        best_validation_loss=stopping.best_loss,
+        layer_weights=layer_weights,
+        parameters=[np.stack(per_layer) for per_layer in zip(*parameters)],
+    )

@@ -1,0 +1,514 @@
+"""Layer embeddings: exact batching, the HDF5 contract, shards, reuse and atomic writes.
+
+Tiny random-init checkpoints are written with ``save_pretrained`` and loaded back through
+:func:`paraprobe.models.load_model`; the reference is Hugging Face's own feature extractor
+and model run one utterance at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+
+from paraprobe.audio import BadAudioError, load_audio
+from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, FEATURE_ENCODER_MODES, assign_to_shards, plan_batches
+from paraprobe import embedding_store
+from paraprobe.embeddings import (
+    ExtractionSettings,
+    LayerPooler,
+    estimated_runtime_minutes,
+    extract_embeddings,
+    frame_subset,
+    layer_names,
+    merge_shards,
+    pad_batch,
+)
+from paraprobe.framing import num_model_frames
+from paraprobe.io import write_tsv
+from paraprobe.manifest import file_sha1
+from paraprobe.models import load_model
+
+RATE = 16_000
+TINY = dict(
+    num_hidden_layers=2,
+    hidden_size=32,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
+#: The two kinds of feature encoder: wav2vec2-base (GroupNorm over time) and -large-lv60 (LayerNorm).
+KINDS = {
+    "group": dict(feat_extract_norm="group", do_stable_layer_norm=False),
+    "layer": dict(feat_extract_norm="layer", do_stable_layer_norm=True),
+}
+
+
+def tiny_config(model_type: str, **overrides):
+    config = AutoConfig.for_model(model_type)
+    for key, value in {**TINY, **overrides}.items():
+        setattr(config, key, value)
+    return config
+
+
+def save_checkpoint(directory, config, seed: int = 0, return_attention_mask: bool = False) -> dict:
+    """A random-init checkpoint in ``directory`` as ``save_pretrained`` writes it; its model config."""
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=return_attention_mask).save_pretrained(directory)
+    return {"id": str(directory)}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Model configs of a group-norm and a layer-norm tiny wav2vec2 on disk."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {
+        kind: save_checkpoint(root / kind, tiny_config("wav2vec2", **norm), return_attention_mask=kind == "layer")
+        for kind, norm in KINDS.items()
+    }
+
+
+def write_utterance(path, num_samples: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / RATE
+    signal = 0.3 * np.sin(2 * np.pi * (120 + 40 * seed) * t) + 0.05 * rng.standard_normal(num_samples)
+    soundfile.write(path, signal.astype(np.float32), RATE, subtype="FLOAT")
+
+
+def write_manifest(path, rows: list[dict]) -> None:
+    write_tsv(pd.DataFrame(rows).sort_values("utt_id"), path)
+
+
+def utterance_row(directory, utt_id: str, num_samples: int, label: str, seed: int) -> dict:
+    path = directory / f"{utt_id}.wav"
+    write_utterance(path, num_samples, seed)
+    return {
+        "utt_id": utt_id,
+        "path": str(path),
+        "label": label,
+        "speaker": f"s{seed % 3}",
+        "fold": 1 + seed % 2,
+        "duration_s": round(num_samples / RATE, 6),
+        "sha1": file_sha1(path),
+    }
+
+
+#: Lengths from the 400-sample minimum to 2 s, several of them sharing a batch.
+LENGTHS = [400, 401, 719, 3_200, 5_000, 8_000, 9_999, 12_345, 16_000, 20_000, 24_321, 32_000]
+LABELS = ["ang", "hap", "neu", "sad"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A 12-utterance corpus on disk: (manifest path, its rows)."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = [utterance_row(audio, f"u{i:02d}", n, LABELS[i % 4], i) for i, n in enumerate(LENGTHS)]
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    return tmp_path / "manifest.tsv", rows
+
+
+def settings(**changes) -> ExtractionSettings:
+    """Batches of 1.5 s (several per corpus), every utterance's frames stored."""
+    return ExtractionSettings(**{"batch_seconds": 1.5, "device": "cpu", "frame_utterances": "all", **changes})
+
+
+def hugging_face_states(model_dir: str, path: str) -> np.ndarray:
+    """(L + 1, T, D) hidden states of one utterance, the Hugging Face way."""
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    inputs = extractor(load_audio(path), sampling_rate=RATE, return_tensors="pt")
+    with torch.no_grad():
+        states = model(**inputs, output_hidden_states=True).hidden_states
+    return torch.stack(states)[:, 0].numpy()
+
+
+def read_all(path) -> tuple[dict, dict]:
+    """Every dataset and attribute of an HDF5 file, as numpy values."""
+    datasets = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(
+            lambda name, item: datasets.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+        )
+        attributes = {key: handle.attrs[key] for key in handle.attrs}
+    return datasets, attributes
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+# ---------------------------------------------------------------------------------------
+# Exact batching
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_batched_file_matches_hugging_face_one_utterance_at_a_time(tmp_path, corpus, checkpoints, kind):
+    manifest, rows = corpus
+    output = tmp_path / "out.h5"
+    extract_embeddings(manifest, checkpoints[kind], output, settings())
+    data, attributes = read_all(output)
+    assert any(size > 1 for size in map(len, plan_batches(LENGTHS, int(1.5 * RATE))))  # really batched
+    offsets = data["frame_offsets"]
+    for i, row in enumerate(rows):
+        states = hugging_face_states(checkpoints[kind]["id"], row["path"])  # (L + 1, T, D)
+        assert states.shape[1] == num_model_frames(row["duration_s"] * RATE) == data["num_frames"][i]
+        pooled = np.stack([data[f"pooled/{name}"][i] for name in layer_names(2)])
+        assert cosines(pooled, states.mean(axis=1)).min() >= 0.999
+        np.testing.assert_allclose(pooled, states.mean(axis=1), rtol=1e-4, atol=1e-5)
+        frames = np.stack([data[f"frames/{name}"][offsets[i] : offsets[i + 1]] for name in layer_names(2)])
+        np.testing.assert_allclose(frames, states.astype(np.float16), rtol=2e-3, atol=2e-3)
+
+
+# transformers' WavLM attention mixes a boolean padding mask with its float position bias.
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
+@pytest.mark.parametrize("feature_encoder", FEATURE_ENCODER_MODES)
+@pytest.mark.parametrize("model_type", EXACT_BATCHING_MODEL_TYPES)
+def test_padded_batch_equals_single_passes_for_every_supported_model_type(tmp_path, model_type, feature_encoder):
+    config = tiny_config(model_type)
+    model_cfg = save_checkpoint(tmp_path, config)
+    model, inputs, info = load_model(model_cfg)
+    rng = np.random.default_rng(1)
+    lengths = [16_000, 9_000, 4_321, 400]
+    values = [inputs.prepare(rng.standard_normal(n).astype(np.float32)) for n in lengths]
+    singles = [hugging_face_single(model, x) for x in values]
+    pooler = LayerPooler(model, info, torch.device("cpu"), half_precision=False, feature_encoder=feature_encoder)
+    pooled, frames = pooler(pad_batch(values, pin=False), lengths, [True] * 4)
+    for b, single in enumerate(singles):
+        assert cosines(pooled[:, b], single.mean(axis=1)).min() >= 0.999
+        np.testing.assert_allclose(pooled[:, b], single.mean(axis=1), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(frames[b], single.astype(np.float16), rtol=2e-3, atol=2e-3)
+
+
+def hugging_face_single(model, values: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.stack(model(torch.from_numpy(values)[None], output_hidden_states=True).hidden_states)[:, 0].numpy()
+
+
+@pytest.mark.parametrize("model_type,overrides", [("wav2vec2", KINDS["group"]), ("data2vec-audio", {})])
+def test_plain_attention_mask_is_not_exact_for_these_models(tmp_path, model_type, overrides):
+    """The control: what ExactBatching repairs (GroupNorm over padding; data2vec's positional convolutions)."""
+    model, inputs, info = load_model(save_checkpoint(tmp_path, tiny_config(model_type, **overrides)))
+    rng = np.random.default_rng(1)
+    lengths = [16_000, 4_321]
+    values = [inputs.prepare(rng.standard_normal(n).astype(np.float32)) for n in lengths]
+    mask = (torch.arange(16_000)[None] < torch.tensor(lengths)[:, None]).int()
+    with torch.no_grad():
+        states = model(pad_batch(values, pin=False), attention_mask=mask, output_hidden_states=True).hidden_states
+    frames = num_model_frames(4_321, info.conv_kernel, info.conv_stride)
+    batched_short = torch.stack(states)[:, 1, :frames].mean(1).numpy()
+    assert cosines(batched_short, hugging_face_single(model, values[1]).mean(axis=1)).min() < 0.999
+
+
+def test_batch_seconds_zero_runs_one_utterance_per_pass(tmp_path, corpus, checkpoints, monkeypatch):
+    manifest, _ = corpus
+    sizes = count_forward_batch_sizes(monkeypatch)
+    extract_embeddings(manifest, checkpoints["group"], tmp_path / "out.h5", settings(batch_seconds=0))
+    assert sizes == [1] * len(LENGTHS)
+
+
+def count_forward_batch_sizes(monkeypatch) -> list[int]:
+    """Batch size of every forward pass LayerPooler runs from now on."""
+    sizes: list[int] = []
+    original = LayerPooler.__call__
+
+    def counting(self, padded, num_samples, keep_frames):
+        sizes.append(len(num_samples))
+        return original(self, padded, num_samples, keep_frames)
+
+    monkeypatch.setattr(LayerPooler, "__call__", counting)
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------
+# The file contract
+
+
+def test_file_contract(tmp_path, corpus, checkpoints):
+    manifest, rows = corpus
+    output = tmp_path / "out.h5"
+    extract_embeddings(manifest, checkpoints["group"], output, settings(frame_utterances=4, frame_seed=3))
+    data, attributes = read_all(output)
+    names = layer_names(2)
+    assert [u.decode() for u in data["utt_id"]] == [row["utt_id"] for row in rows]
+    assert [s.decode() for s in data["sha1"]] == [row["sha1"] for row in rows]
+    for name in names:
+        assert data[f"pooled/{name}"].shape == (12, 32) and data[f"pooled/{name}"].dtype == np.float32
+        assert data[f"frames/{name}"].dtype == np.float16
+    offsets = data["frame_offsets"]
+    assert offsets.dtype == np.int64 and offsets.shape == (13,) and offsets[0] == 0
+    stored = np.diff(offsets)
+    assert (stored > 0).sum() == 4
+    np.testing.assert_array_equal(stored[stored > 0], data["num_frames"][stored > 0])
+    assert data[f"frames/{names[0]}"].shape == (offsets[-1], 32)
+    for i in np.flatnonzero(stored):
+        for name in names:  # the pooled vector is the mean of the stored frames
+            frames = data[f"frames/{name}"][offsets[i] : offsets[i + 1]].astype(np.float32)
+            np.testing.assert_allclose(data[f"pooled/{name}"][i], frames.mean(axis=0), atol=2e-3)
+    assert attributes["model"] == checkpoints["group"]["id"]
+    assert attributes["revision"] == ""
+    assert attributes["num_layers"] == 2 and attributes["hidden_size"] == 32
+    assert attributes["frame_rate_hz"] == 50.0
+    assert attributes["do_normalize"] and attributes["precision"] == "float32"
+    assert attributes["frames_utterances"] == "4" and attributes["frames_seed"] == 3
+    assert len(attributes["model_fingerprint"]) == 40
+
+
+def test_frame_subset_is_stratified_deterministic_and_stable_as_the_corpus_grows():
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    manifest = pd.DataFrame({"utt_id": [f"u{i:03d}" for i in range(100)], "label": labels})
+    chosen = frame_subset(manifest, 10, seed=0)
+    assert chosen.sum() == 10
+    assert [chosen[manifest["label"] == label].sum() for label in "abc"] == [5, 3, 2]
+    np.testing.assert_array_equal(chosen, frame_subset(manifest.copy(), 10, seed=0))
+    assert not np.array_equal(chosen, frame_subset(manifest, 10, seed=1))
+    assert frame_subset(manifest, "all", seed=0).all() and frame_subset(manifest, 1000, seed=0).all()
+    # Five more "a" utterances: of the old subset, at most the quota change moves.
+    grown = pd.concat([manifest, pd.DataFrame({"utt_id": [f"v{i}" for i in range(5)], "label": ["a"] * 5})])
+    grown_chosen = frame_subset(grown.reset_index(drop=True), 10, seed=0)[:100]
+    assert (chosen & grown_chosen).sum() >= 9
+
+
+def test_frame_subset_splits_remainders_by_largest_fraction():
+    manifest = pd.DataFrame({"utt_id": [f"u{i}" for i in range(9)], "label": ["a"] * 4 + ["b"] * 3 + ["c"] * 2})
+    chosen = frame_subset(manifest, 4, seed=0)  # quotas 1.78, 1.33, 0.89 -> 2, 1, 1
+    assert [chosen[manifest["label"] == label].sum() for label in "abc"] == [2, 1, 1]
+
+
+def test_batch_plan_respects_the_budget_and_covers_every_utterance_once():
+    lengths = np.random.default_rng(0).integers(400, 100_000, size=200)
+    budget = 300_000
+    batches = plan_batches(lengths, budget)
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(200))
+    for batch in batches:
+        assert len(batch) * lengths[batch].max() <= budget or len(batch) == 1
+        assert lengths[batch[0]] == lengths[batch].max()
+    assert [len(b) for b in plan_batches([5, 50, 500], 0)] == [1, 1, 1]
+    assert [list(b) for b in plan_batches([10, 400, 20], 100)] == [[1], [2, 0]]  # too long: alone
+
+
+def test_block_copy_puts_every_utterance_where_the_offsets_say(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(embedding_store, "COPY_BLOCK_BYTES", 7 * 3 * 4)  # 7 rows of 3 float32
+    lengths = rng.integers(0, 5, size=30)  # some utterances own no rows
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    owner = rng.integers(0, 2, size=30)  # which of two sources holds each utterance
+    expected = rng.standard_normal((offsets[-1], 3)).astype(np.float32)
+    with h5py.File(tmp_path / "copy.h5", "w") as handle:
+        pieces = []
+        for source in range(2):
+            utterances = np.flatnonzero(owner == source)
+            rows = np.concatenate([expected[offsets[u] : offsets[u + 1]] for u in utterances])
+            source_offsets = np.concatenate([[0], np.cumsum(lengths[utterances])])
+            dataset = handle.create_dataset(f"source{source}", data=rows)
+            pieces.append((dataset, source_offsets, np.arange(len(utterances)), utterances))
+        destination = handle.create_dataset("destination", shape=expected.shape, dtype=np.float32)
+        embedding_store.copy_utterance_rows(destination, offsets, pieces)
+        np.testing.assert_array_equal(destination[()], expected)
+        # One source alone (extraction copies only reused rows; it computes the rest after).
+        embedding_store.copy_utterance_rows(destination, offsets, pieces[:1])
+        copied = np.repeat(owner == 0, lengths)
+        np.testing.assert_array_equal(destination[()][copied], expected[copied])
+
+
+def test_runtime_estimate_scales_with_audio_layers_device_and_shards(tmp_path):
+    write_tsv(pd.DataFrame({"utt_id": ["a", "b"], "duration_s": [1800.0, 1800.0]}), tmp_path / "manifest.tsv")
+    manifest = tmp_path / "manifest.tsv"
+    # 3600 s at 0.5 audio s/s per thread on 2 threads: 60 minutes, plus 10 for loading.
+    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 1) == 70
+    assert estimated_runtime_minutes(manifest, 24, "auto", 2, 1) == 130
+    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 4) == 25
+    assert estimated_runtime_minutes(manifest, 12, "cuda", 2, 1) == 11
+
+
+def test_shards_balance_batch_costs():
+    costs = np.random.default_rng(0).uniform(1, 10, size=40)
+    owner = assign_to_shards(costs, 3)
+    loads = np.bincount(owner, weights=costs, minlength=3)
+    # Largest first to the least loaded: the shards differ by less than one batch.
+    assert loads.max() - loads.min() <= costs.max()
+    np.testing.assert_array_equal(owner, assign_to_shards(costs, 3))
+
+
+# ---------------------------------------------------------------------------------------
+# Shards, reuse, atomic writes
+
+
+@pytest.fixture
+def small_copy_blocks(monkeypatch):
+    """Copy blocks of a few rows, so that copies and merges cross many block boundaries."""
+    monkeypatch.setattr(embedding_store, "COPY_BLOCK_BYTES", 1000)
+
+
+def test_merged_shards_equal_one_shard(tmp_path, corpus, checkpoints, small_copy_blocks):
+    manifest, _ = corpus
+    single = tmp_path / "single.h5"
+    extract_embeddings(manifest, checkpoints["group"], single, settings(frame_utterances=5))
+    parts = [tmp_path / f"part{k}.h5" for k in range(3)]
+    for k, part in enumerate(parts):
+        extract_embeddings(manifest, checkpoints["group"], part, settings(frame_utterances=5), k, 3)
+    part_sizes = [len(read_all(part)[0]["utt_id"]) for part in parts]
+    assert sum(part_sizes) == 12 and min(part_sizes) > 0
+    merged = tmp_path / "merged.h5"
+    merge_shards(parts, manifest, merged)
+    merged_data, merged_attributes = read_all(merged)
+    single_data, single_attributes = read_all(single)
+    assert merged_data.keys() == single_data.keys()
+    for name, values in single_data.items():
+        np.testing.assert_array_equal(merged_data[name], values, err_msg=name)
+    assert merged_attributes.keys() == single_attributes.keys()
+    for key, value in single_attributes.items():
+        np.testing.assert_array_equal(merged_attributes[key], value, err_msg=key)
+    with pytest.raises(ValueError, match="shards 0..1 of 2"):
+        merge_shards(parts[:2], manifest, tmp_path / "bad.h5")
+
+
+def test_rerun_computes_only_new_and_changed_utterances_and_equals_a_fresh_run(
+    tmp_path, corpus, checkpoints, monkeypatch
+):
+    manifest, rows = corpus
+    output = tmp_path / "out.h5"
+    options = settings(frame_utterances=6)
+    first = extract_embeddings(manifest, checkpoints["group"], output, options)
+    assert (first.reused, first.computed) == (0, 12)
+    before = {(row["utt_id"], row["sha1"]): framed for row, framed in zip(rows, frame_subset(pd.DataFrame(rows), 6, 0))}
+    # Two new utterances, one whose audio changed, one removed.
+    audio = tmp_path / "audio"
+    rows = [row for row in rows if row["utt_id"] != "u05"]
+    rows[3] = utterance_row(audio, rows[3]["utt_id"], 7_777, rows[3]["label"], 99)
+    rows += [utterance_row(audio, "u20", 6_000, "neu", 20), utterance_row(audio, "u21", 26_000, "sad", 21)]
+    write_manifest(manifest, rows)
+
+    sizes = count_forward_batch_sizes(monkeypatch)
+    rerun = extract_embeddings(manifest, checkpoints["group"], output, options, previous_path=output)
+    rows.sort(key=lambda row: row["utt_id"])
+    subset_now = frame_subset(pd.DataFrame(rows), 6, 0)
+    # New and changed utterances run, and so do unchanged ones that joined the frame subset.
+    must_run = [
+        (row["utt_id"], row["sha1"]) not in before or (framed and not before[row["utt_id"], row["sha1"]])
+        for row, framed in zip(rows, subset_now)
+    ]
+    assert sum(must_run) >= 3
+    assert (rerun.reused, rerun.computed) == (13 - sum(must_run), sum(must_run))
+    assert sum(sizes) == sum(must_run)
+
+    fresh = tmp_path / "fresh.h5"
+    extract_embeddings(manifest, checkpoints["group"], fresh, options)
+    rerun_data, rerun_attributes = read_all(output)
+    fresh_data, fresh_attributes = read_all(fresh)
+    assert rerun_data.keys() == fresh_data.keys()
+    for name in ("utt_id", "sha1", "num_frames", "frame_offsets"):
+        np.testing.assert_array_equal(rerun_data[name], fresh_data[name])
+    assert (np.diff(fresh_data["frame_offsets"]) > 0).sum() == subset_now.sum()
+    for name in layer_names(2):
+        np.testing.assert_allclose(rerun_data[f"pooled/{name}"], fresh_data[f"pooled/{name}"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            rerun_data[f"frames/{name}"].astype(float), fresh_data[f"frames/{name}"].astype(float), rtol=1e-3, atol=1e-3
+        )
+    assert rerun_attributes.keys() == fresh_attributes.keys()
+
+    sizes.clear()
+    again = extract_embeddings(manifest, checkpoints["group"], output, options, previous_path=output)
+    assert (again.reused, again.computed, sizes) == (13, 0, [])
+
+
+def test_reuse_needs_the_same_model(tmp_path, corpus, checkpoints):
+    manifest, _ = corpus
+    output = tmp_path / "out.h5"
+    extract_embeddings(manifest, checkpoints["group"], output, settings())
+    other = save_checkpoint(tmp_path / "other", tiny_config("wav2vec2", **KINDS["group"]), seed=1)
+    summary = extract_embeddings(manifest, other, output, settings(), previous_path=output)
+    assert (summary.reused, summary.computed) == (0, 12)
+
+
+def test_interrupted_job_leaves_the_previous_file_and_nothing_partial(tmp_path, corpus, checkpoints, monkeypatch):
+    manifest, rows = corpus
+    output = tmp_path / "embeddings" / "out.h5"
+    extract_embeddings(manifest, checkpoints["group"], output, settings(frame_utterances=3))
+    before = read_all(output)[0]
+    audio = tmp_path / "audio"
+    rows = [
+        utterance_row(audio, row["utt_id"], n, row["label"], 50 + i) for i, (row, n) in enumerate(zip(rows, LENGTHS))
+    ]
+    write_manifest(manifest, rows)  # every utterance changed: a long job
+    decoded = []
+
+    def failing_load(path):
+        decoded.append(path)
+        if len(decoded) == 5:
+            raise BadAudioError(path, "simulated crash")
+        return load_audio(path)
+
+    monkeypatch.setattr("paraprobe.embeddings.load_audio", failing_load)
+    with pytest.raises(BadAudioError, match="simulated crash"):
+        extract_embeddings(manifest, checkpoints["group"], output, settings(frame_utterances=3), previous_path=output)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["out.h5"]
+    after = read_all(output)[0]
+    for name, values in before.items():
+        np.testing.assert_array_equal(after[name], values)
+
+
+def test_unreadable_previous_file_is_not_trusted(tmp_path, corpus, checkpoints, caplog):
+    manifest, _ = corpus
+    output = tmp_path / "out.h5"
+    output.write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    with caplog.at_level(logging.WARNING, logger="paraprobe"):
+        summary = extract_embeddings(manifest, checkpoints["group"], output, settings(), previous_path=output)
+    assert (summary.reused, summary.computed) == (0, 12)
+    assert "unreadable" in caplog.text
+    assert read_all(output)[0]["utt_id"].shape == (12,)
+
+
+def test_audio_that_changed_since_the_manifest_is_an_error(tmp_path, corpus, checkpoints):
+    manifest, rows = corpus
+    write_utterance(rows[4]["path"], 5_500, seed=4)
+    with pytest.raises(ValueError, match=rf"{rows[4]['path']}: decodes to 5500 samples but the manifest says 5000"):
+        extract_embeddings(manifest, checkpoints["group"], tmp_path / "out.h5", settings())
+
+
+# ---------------------------------------------------------------------------------------
+# GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_gpu_half_precision_is_close_to_cpu_float32(tmp_path, corpus, checkpoints, kind):
+    manifest, _ = corpus
+    cpu, gpu32, gpu16 = (tmp_path / f"{name}.h5" for name in ("cpu", "gpu32", "gpu16"))
+    extract_embeddings(manifest, checkpoints[kind], cpu, settings(batch_seconds=0))
+    extract_embeddings(manifest, checkpoints[kind], gpu32, settings(device="cuda", half_precision=False))
+    extract_embeddings(manifest, checkpoints[kind], gpu16, settings(device="cuda"))
+    reference = read_all(cpu)[0]
+    for path, worst in ((gpu32, 0.999), (gpu16, 0.99)):
+        data, attributes = read_all(path)
+        assert attributes["precision"] == ("float16-autocast" if path == gpu16 else "float32")
+        for name in layer_names(2):
+            assert cosines(data[f"pooled/{name}"], reference[f"pooled/{name}"]).min() >= worst
+
+
+def test_a_shard_without_batches_writes_an_empty_part_that_merges(tmp_path, corpus, checkpoints):
+    manifest, _ = corpus
+    options = settings(batch_seconds=100)  # one batch holds the whole corpus
+    parts = [tmp_path / f"part{k}.h5" for k in range(2)]
+    for k, part in enumerate(parts):
+        extract_embeddings(manifest, checkpoints["layer"], part, options, k, 2)
+    sizes = sorted(read_all(part)[0]["pooled/layer_02"].shape[0] for part in parts)
+    assert sizes == [0, 12]
+    merge_shards(parts, manifest, tmp_path / "merged.h5")
+    single = tmp_path / "single.h5"
+    extract_embeddings(manifest, checkpoints["layer"], single, options)
+    np.testing.assert_array_equal(
+        read_all(tmp_path / "merged.h5")[0]["pooled/layer_02"], read_all(single)[0]["pooled/layer_02"]
+    )
+    with pytest.raises(ValueError, match="shard 2 does not exist among 2 shards"):
+        extract_embeddings(manifest, checkpoints["layer"], tmp_path / "bad.h5", options, 2, 2)

@@ -1,0 +1,148 @@
+"""Model loading: random init, local directories, the Hugging Face cache, and the offline error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
+
+from paraprobe.models import (
+    CheckpointNotAvailableError,
+    InputSettings,
+    UnsupportedModelError,
+    load_model,
+    num_transformer_layers,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "num_hidden_layers": 3,
+    "hidden_size": 32,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [32] * 7,
+}
+RANDOM = {"init": "random", "architecture": "wav2vec2", "seed": 0, "config": TINY}
+
+
+def test_random_init_is_a_function_of_the_seed():
+    torch.manual_seed(123)  # the global RNG state must not matter
+    _, _, first = load_model(RANDOM)
+    torch.rand(10)
+    model, inputs, again = load_model(RANDOM)
+    _, _, other_seed = load_model({**RANDOM, "seed": 1})
+    assert first.fingerprint == again.fingerprint != other_seed.fingerprint
+    assert (again.name, again.revision, again.model_type) == ("random-init wav2vec2", "", "wav2vec2")
+    assert (again.num_layers, again.hidden_size, again.frame_rate_hz) == (3, 32, 50.0)
+    assert model.config.conv_dim == [32] * 7 and not model.training
+    assert inputs == InputSettings(16_000, True)
+
+
+def test_unknown_config_override_is_named():
+    with pytest.raises(UnsupportedModelError, match=r"\['num_hidden_layer'\] are not fields of the wav2vec2 config"):
+        load_model({**RANDOM, "config": {"num_hidden_layer": 2}})
+    with pytest.raises(UnsupportedModelError, match="'wav2vec3' is not a transformers model_type"):
+        num_transformer_layers({**RANDOM, "architecture": "wav2vec3"})
+
+
+def test_num_transformer_layers_from_override_random_config_and_local_directory(tmp_path):
+    assert num_transformer_layers({"id": "facebook/wav2vec2-base", "num_layers": 12}) == 12
+    assert num_transformer_layers(RANDOM) == 3
+    assert num_transformer_layers({**RANDOM, "config": {}}) == AutoConfig.for_model("wav2vec2").num_hidden_layers
+    config = AutoConfig.for_model("hubert", **TINY)
+    config.save_pretrained(tmp_path)  # config.json only: planning reads no weights
+    assert num_transformer_layers({"id": str(tmp_path)}) == 3
+
+
+def test_local_directory_round_trip_keeps_the_fingerprint(tmp_path):
+    model, _, random_info = load_model(RANDOM)
+    model.save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    loaded, inputs, info = load_model({"id": str(tmp_path)})
+    assert info.fingerprint == random_info.fingerprint
+    assert info.name == str(tmp_path.resolve()) and info.revision == ""
+    assert inputs == InputSettings(16_000, False)
+
+
+def test_planning_layer_count_must_match_the_checkpoint():
+    with pytest.raises(UnsupportedModelError, match="num_layers is 12 in the config, but the checkpoint has 3"):
+        load_model({**RANDOM, "num_layers": 12})
+
+
+def test_missing_local_directory_is_named():
+    with pytest.raises(CheckpointNotAvailableError, match="directory /no/such/checkpoint does not exist"):
+        load_model({"id": "/no/such/checkpoint"})
+
+
+def test_non_waveform_model_is_refused(tmp_path):
+    config = AutoConfig.for_model(
+        "bert", num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64
+    )
+    AutoModel.from_config(config).save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedModelError, match="no convolutional feature encoder"):
+        load_model({"id": str(tmp_path)})
+
+
+def test_input_normalisation_matches_the_hugging_face_feature_extractor():
+    samples = np.random.default_rng(0).normal(0.3, 0.2, 12_345).astype(np.float32)
+    expected = Wav2Vec2FeatureExtractor(do_normalize=True)(samples, sampling_rate=16_000)["input_values"][0]
+    np.testing.assert_array_equal(InputSettings(16_000, True).prepare(samples), expected)
+    np.testing.assert_array_equal(InputSettings(16_000, False).prepare(samples), samples)
+
+
+OFFLINE_SCRIPT = """
+import json
+from paraprobe.models import CheckpointNotAvailableError, load_model, num_transformer_layers
+report = {}
+_, _, info = load_model({"id": "org/tiny"})
+report["revision"] = info.revision
+report["layers"] = num_transformer_layers({"id": "org/tiny"})
+for call in (load_model, num_transformer_layers):
+    try:
+        call({"id": "facebook/wav2vec2-base"})
+    except CheckpointNotAvailableError as error:
+        report[call.__name__] = str(error)
+print(json.dumps(report))
+"""
+
+
+def test_offline_hub_models_come_from_the_cache_or_a_one_line_error(tmp_path):
+    """With HF_HUB_OFFLINE=1, a cached checkpoint loads with its commit; a missing one says how to get it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--tiny"
+    snapshot = repo / "snapshots" / commit
+    model, _, _ = load_model(RANDOM)
+    model.save_pretrained(snapshot)
+    Wav2Vec2FeatureExtractor().save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "home"),
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "PYTHONPATH": str(REPO),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["revision"] == commit and report["layers"] == 3
+    for call in ("load_model", "num_transformer_layers"):
+        message = report[call]
+        assert "\n" not in message
+        assert message.startswith(
+            "model checkpoint facebook/wav2vec2-base is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"
+        )
+        assert "`hf download facebook/wav2vec2-base`" in message and "local directory" in message
+    assert "num_layers" in report["num_transformer_layers"] and "num_layers" not in report["load_model"]

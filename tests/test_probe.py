@@ -1,0 +1,393 @@
+"""Probing: metrics, speaker-independent splits, both trainers, fold files, tables and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
+
+from paraprobe.io import read_tsv, write_tsv
+from paraprobe.probe.crossval import run_probe_fold
+from paraprobe.probe.inputs import (
+    build_probe_inputs,
+    layer_name,
+    load_pooled_layers,
+    probe_input_names,
+)
+from paraprobe.probe.metrics import classification_scores, confusion_matrix
+from paraprobe.probe.report import (
+    collect_probe_runs,
+    table1,
+    table1_markdown,
+    write_layer_weights,
+    write_probe_summary,
+    write_table1,
+    plot_probe_ua,
+)
+from paraprobe.probe.splits import fold_split
+from paraprobe.probe.training import (
+    EarlyStopping,
+    ProbeSettings,
+    probe_settings,
+    train_probes_batched,
+    train_probes_sequential,
+)
+
+NUM_LAYERS = 4  # transformer layers L: hidden states layer_00..layer_04
+PLANTED_LAYER = 2
+NUM_CLASSES = 4
+#: Fast settings for planted data; a high rate so the layer weights move within few epochs.
+FAST = ProbeSettings(learning_rate=1e-2, batch_size=32, patience=5, max_epochs=40)
+
+
+def planted_corpus(num_speakers: int = 16, per_speaker: int = 20, dim: int = 12, seed: int = 0):
+    """Labels, speakers, folds and (L + 1, N, D) layers where only PLANTED_LAYER carries the label.
+
+    The planted layer adds a one-hot class code of amplitude 4 to the first NUM_CLASSES dims of
+    unit Gaussian noise; every other layer is pure noise. Four folds of whole speakers.
+    """
+    rng = np.random.default_rng(seed)
+    num_rows = num_speakers * per_speaker
+    speakers = np.repeat([f"spk{i:02d}" for i in range(num_speakers)], per_speaker)
+    folds = np.repeat(np.arange(1, 5), num_rows // 4)
+    labels = rng.integers(0, NUM_CLASSES, num_rows)
+    layers = rng.normal(size=(NUM_LAYERS + 1, num_rows, dim)).astype(np.float32)
+    layers[PLANTED_LAYER, :, :NUM_CLASSES] += 4 * np.eye(NUM_CLASSES)[labels]
+    return labels, speakers, folds, layers
+
+
+def write_planted_files(directory: Path) -> tuple[Path, Path]:
+    """A manifest and an embeddings file of the planted corpus, as the earlier stages write them."""
+    labels, speakers, folds, layers = planted_corpus()
+    names = np.array(["angry", "happy", "neutral", "sad"])
+    utt_ids = [f"utt{i:04d}" for i in range(len(labels))]
+    manifest = pd.DataFrame(
+        {
+            "utt_id": utt_ids,
+            "path": [f"/audio/{u}.wav" for u in utt_ids],
+            "label": names[labels],
+            "speaker": speakers,
+            "fold": folds,
+            "duration_s": 1.0,
+            "sha1": "0" * 40,
+        }
+    )
+    manifest_path = directory / "manifest.tsv"
+    write_tsv(manifest, manifest_path)
+    embeddings_path = directory / "RAND.h5"
+    with h5py.File(embeddings_path, "w") as h5:
+        h5["utt_id"] = np.array(utt_ids, dtype="S")
+        for index, layer in enumerate(layers):
+            h5[f"pooled/{layer_name(index)}"] = layer
+    return manifest_path, embeddings_path
+
+
+def probe_fold(directory: Path, inputs: list[str], seeds: list[int], fold: int = 1) -> dict[str, Path]:
+    """Run the fold job on the planted files; return input -> fold JSON path."""
+    manifest_path, embeddings_path = write_planted_files(directory)
+    json_paths = {name: directory / "probes" / name / f"fold{fold}.json" for name in inputs}
+    weights = directory / "probes" / "weighted_average" / f"fold{fold}_layer_weights.tsv"
+    run_probe_fold(
+        manifest_path,
+        embeddings_path,
+        json_paths,
+        weights if "weighted_average" in inputs else None,
+        corpus="planted",
+        model="RAND",
+        fold=fold,
+        settings=FAST,
+        seeds=seeds,
+        validation_share=0.15,
+        threads=1,
+    )
+    return json_paths
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_scores_match_scikit_learn_including_absent_and_never_predicted_classes():
+    rng = np.random.default_rng(1)
+    true = rng.choice([0, 1, 2, 4], size=200)  # class 3 never occurs in the test set
+    predicted = np.where(rng.random(200) < 0.6, true, rng.choice([0, 1, 3, 4], size=200))  # 2 never predicted
+    confusion = confusion_matrix(true, predicted, 5)
+    scores = classification_scores(confusion)
+    np.testing.assert_array_equal(confusion, sklearn_confusion_matrix(true, predicted, labels=range(5)))
+    assert scores["ua"] == pytest.approx(balanced_accuracy_score(true, predicted))
+    assert scores["wa"] == pytest.approx(accuracy_score(true, predicted))
+    assert scores["macro_f1"] == pytest.approx(f1_score(true, predicted, average="macro"))
+
+
+def test_confusion_matrix_rejects_out_of_range_classes():
+    with pytest.raises(ValueError, match="predicted class indices must lie in 0..2"):
+        confusion_matrix(np.array([0, 1]), np.array([0, 3]), 3)
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_folds_and_validation_are_speaker_independent(seed):
+    _, speakers, folds, _ = planted_corpus()
+    for test_fold in (1, 2, 3, 4):
+        split = fold_split(speakers, folds, test_fold, validation_share=0.15, seed=seed)
+        sets = [split.train, split.validation, split.test]
+        assert sorted(np.concatenate(sets)) == list(range(len(speakers)))
+        speaker_sets = [set(speakers[rows]) for rows in sets]
+        assert all(not (a & b) for i, a in enumerate(speaker_sets) for b in speaker_sets[i + 1 :])
+        assert set(split.test) == set(np.flatnonzero(folds == test_fold))
+        assert len(speaker_sets[1]) == round(0.15 * 12) == 2  # 12 training speakers
+        assert speaker_sets[1] == set(split.validation_speakers)
+        again = fold_split(speakers, folds, test_fold, validation_share=0.15, seed=seed)
+        np.testing.assert_array_equal(again.validation, split.validation)
+    other_seeds = {fold_split(speakers, folds, 1, 0.15, s).validation_speakers for s in range(6)}
+    assert len(other_seeds) > 1, "the seed should choose the validation speakers"
+
+
+def test_split_rejects_a_speaker_in_two_folds():
+    speakers = np.array(["a", "a", "b", "c"])
+    with pytest.raises(ValueError, match=r"not speaker-independent .*speaker 'a' in folds \[1, 2\]"):
+        fold_split(speakers, np.array([1, 2, 2, 3]), 1, 0.2, 0)
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def test_inputs_are_standardised_with_training_rows_only():
+    _, speakers, folds, layers = planted_corpus()
+    split = fold_split(speakers, folds, 1, 0.15, 0)
+    inputs = build_probe_inputs(layers + 5.0, split.train, probe_input_names(NUM_LAYERS), dtype=torch.float64)
+    features = inputs.features.numpy()
+    assert inputs.names[-1] == "weighted_average" and len(inputs.rows) == NUM_LAYERS + 4
+    train = features[:, split.train]
+    np.testing.assert_allclose(train.mean(axis=1), 0, atol=1e-6)
+    np.testing.assert_allclose(train.std(axis=1), 1, atol=1e-5)
+    assert np.abs(features[:, split.test].mean(axis=1)).max() > 1e-3  # test rows not used
+    average_row = features[inputs.rows[inputs.names.index("average")]]
+    raw_average = layers.mean(axis=0)
+    expected = (raw_average - raw_average[split.train].mean(0)) / raw_average[split.train].std(0)
+    np.testing.assert_allclose(average_row, expected, atol=1e-5)
+    assert inputs.rows[inputs.names.index("last")] == NUM_LAYERS
+
+
+def test_load_pooled_layers_checks_the_manifest_order(tmp_path):
+    manifest_path, embeddings_path = write_planted_files(tmp_path)
+    utt_ids = read_tsv(manifest_path)["utt_id"].tolist()
+    assert load_pooled_layers(embeddings_path, utt_ids).shape == (NUM_LAYERS + 1, len(utt_ids), 12)
+    with pytest.raises(ValueError, match=r"RAND\.h5: utt_id .* differs from the manifest"):
+        load_pooled_layers(embeddings_path, utt_ids[::-1])
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def test_probe_settings_pick_the_learning_rate_by_corpus_then_format():
+    probe_config = {
+        "hidden_sizes": [128, 16], "learning_rate": 2e-4, "learning_rate_by_format": {"iemocap": 1e-4},
+        "learning_rate_by_corpus": {"mine": 5e-4}, "weight_decay": 1e-5, "batch_size": 64,
+        "patience": 10, "max_epochs": 200,
+    }  # fmt: skip
+    assert probe_settings(probe_config, "iem", "iemocap").learning_rate == 1e-4
+    assert probe_settings(probe_config, "rav", "ravdess").learning_rate == 2e-4
+    assert probe_settings(probe_config, "mine", "iemocap").learning_rate == 5e-4
+    assert probe_settings(probe_config, "rav", "ravdess").hidden_sizes == (128, 16)
+    with pytest.raises(ValueError, match="probe setting patience must be positive, got 0"):
+        probe_settings({**probe_config, "patience": 0}, "rav", "ravdess")
+
+
+def test_early_stopping_keeps_the_best_epoch_and_waits_patience_epochs():
+    stopping = EarlyStopping(num_probes=2, patience=2)
+    losses = [(1.0, 1.0), (0.5, 1.2), (0.6, 0.9), (0.7, 0.8), (0.4, 0.7)]
+    improved = [stopping.update(epoch, np.array(loss)) for epoch, loss in enumerate(losses, start=1)]
+    assert [list(i) for i in improved[:3]] == [[True, True], [True, False], [False, True]]
+    np.testing.assert_array_equal(stopping.best_epoch, [2, 5])
+    np.testing.assert_array_equal(stopping.epochs, [4, 5])  # probe 0 stopped after epochs 3, 4 without gain
+    np.testing.assert_array_equal(stopping.active, [False, True])
+
+
+@pytest.mark.parametrize(
+    "names",
+    [probe_input_names(NUM_LAYERS), ["weighted_average"], ["layer_01", "last"]],
+    ids=["all inputs", "mix only", "fixed only"],
+)
+def test_batched_and_sequential_trainers_agree(names):
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    split = fold_split(speakers, folds, 2, 0.15, 0)
+    inputs = build_probe_inputs(layers, split.train, names, dtype=torch.float64)
+    settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
+    batched = train_probes_batched(inputs, labels, split, NUM_CLASSES, settings, seed=3)
+    sequential = train_probes_sequential(inputs, labels, split, NUM_CLASSES, settings, seed=3)
+    if len(names) > 2:
+        assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
+    np.testing.assert_array_equal(batched.epochs, sequential.epochs)
+    np.testing.assert_array_equal(batched.best_epoch, sequential.best_epoch)
+    np.testing.assert_array_equal(batched.predictions, sequential.predictions)
+    np.testing.assert_allclose(batched.best_validation_loss, sequential.best_validation_loss, rtol=1e-9)
+    for ours, reference in zip(batched.parameters, sequential.parameters, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-7, atol=1e-10)
+    if "weighted_average" in names:
+        np.testing.assert_allclose(batched.layer_weights, sequential.layer_weights, rtol=1e-9)
+    else:
+        assert batched.layer_weights is None and sequential.layer_weights is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_trainer_on_cuda_matches_the_cpu():
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    split = fold_split(speakers, folds, 2, 0.15, 0)
+    names = probe_input_names(NUM_LAYERS)
+    results = [
+        train_probes_batched(
+            build_probe_inputs(layers, split.train, names, dtype=torch.float64, device=device),
+            labels,
+            split,
+            NUM_CLASSES,
+            FAST,
+            seed=0,
+        )
+        for device in ("cpu", "cuda")
+    ]
+    np.testing.assert_array_equal(results[0].predictions, results[1].predictions)
+    np.testing.assert_allclose(results[0].best_validation_loss, results[1].best_validation_loss, rtol=1e-7)
+
+
+# --- one fold's job and its files ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planted_fold(tmp_path_factory) -> dict[str, Path]:
+    return probe_fold(tmp_path_factory.mktemp("planted"), probe_input_names(NUM_LAYERS), seeds=[0, 1])
+
+
+def test_planted_layer_is_found(planted_fold):
+    ua = {name: json.loads(path.read_text())["ua"] for name, path in planted_fold.items()}
+    assert ua[layer_name(PLANTED_LAYER)] > 0.9
+    for index in set(range(NUM_LAYERS + 1)) - {PLANTED_LAYER}:
+        assert ua[layer_name(index)] < 0.45, f"noise layer {index} scored {ua[layer_name(index)]}"
+    assert ua["last"] < 0.45  # layer 4, noise
+    assert ua["weighted_average"] > 0.6  # the mix still carries some noise when validation loss turns
+    weights = read_tsv(planted_fold["weighted_average"].parent / "fold1_layer_weights.tsv")
+    for _, of_seed in weights.groupby("seed"):
+        assert of_seed["weight"].sum() == pytest.approx(1)
+        assert of_seed.loc[of_seed["weight"].idxmax(), "layer"] == PLANTED_LAYER
+        assert of_seed["weight"].max() > 0.5
+
+
+def test_fold_json_contract(planted_fold):
+    record = json.loads(planted_fold["average"].read_text())
+    assert record["corpus"] == "planted" and record["model"] == "RAND" and record["input"] == "average"
+    assert record["fold"] == 1 and record["labels"] == ["angry", "happy", "neutral", "sad"]
+    assert record["seed"] == [0, 1] and [run["seed"] for run in record["runs"]] == [0, 1]
+    assert record["n_test"] == 80
+    for run, n_train, n_val, epochs in zip(record["runs"], record["n_train"], record["n_val"], record["epochs"]):
+        assert (run["n_train"], run["n_val"], run["epochs"]) == (n_train, n_val, epochs)
+        assert n_train + n_val == 240 and n_val == 2 * 20  # 2 of 12 training speakers validate
+        assert 1 <= run["best_epoch"] <= run["epochs"] <= FAST.max_epochs
+        assert np.sum(run["confusion"]) == 80
+        assert run["ua"] == pytest.approx(classification_scores(np.array(run["confusion"]))["ua"])
+    for key in ("ua", "wa", "macro_f1"):
+        assert record[key] == pytest.approx(np.mean([run[key] for run in record["runs"]]))
+    np.testing.assert_array_equal(record["confusion"], np.sum([run["confusion"] for run in record["runs"]], axis=0))
+
+
+def test_same_config_and_seed_give_identical_files(tmp_path, planted_fold):
+    again = probe_fold(tmp_path, probe_input_names(NUM_LAYERS), seeds=[0, 1])
+    for name, path in planted_fold.items():
+        assert again[name].read_bytes() == path.read_bytes()
+    weights = "fold1_layer_weights.tsv"
+    assert (again["weighted_average"].parent / weights).read_bytes() == (
+        planted_fold["weighted_average"].parent / weights
+    ).read_bytes()
+
+
+# --- tables and figures --------------------------------------------------------------------------
+
+
+def fake_fold_jsons(directory: Path) -> list[Path]:
+    """Fold JSONs for 2 corpora x 2 models x 2 folds with UA = 0.5 + 0.05 * layer (+ fold, model shifts)."""
+    paths = []
+    for corpus in ("iem", "rav"):
+        for model_shift, model in enumerate(("PT", "FT")):
+            for fold in (1, 2):
+                for name in probe_input_names(NUM_LAYERS):
+                    index = probe_input_names(NUM_LAYERS).index(name)
+                    ua = 0.4 + 0.05 * min(index, 3) + 0.01 * fold + 0.02 * model_shift
+                    runs = [{"seed": 0, "ua": ua, "wa": ua, "macro_f1": ua, "epochs": 7}]
+                    record = {
+                        "corpus": corpus,
+                        "model": model,
+                        "input": name,
+                        "fold": fold,
+                        "labels": ["a", "b", "c", "d"],
+                        "runs": runs,
+                    }
+                    path = directory / corpus / model / name / f"fold{fold}.json"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(record))
+                    paths.append(path)
+    return paths
+
+
+def test_summary_and_table1(tmp_path):
+    write_probe_summary(fake_fold_jsons(tmp_path), tmp_path / "runs.tsv", tmp_path / "probe_ua.tsv")
+    summary = read_tsv(tmp_path / "probe_ua.tsv")
+    assert list(summary.columns) == ["corpus", "model", "input", "ua_mean", "ua_std", "n"]
+    assert len(summary) == 2 * 2 * len(probe_input_names(NUM_LAYERS))
+    row = summary[(summary["corpus"] == "rav") & (summary["model"] == "FT") & (summary["input"] == "layer_01")]
+    assert row["ua_mean"].item() == pytest.approx(0.4 + 0.05 + 0.015 + 0.02)
+    assert row["ua_std"].item() == pytest.approx(np.std([0.01, 0.02], ddof=1))
+    assert row["n"].item() == 2
+    write_table1(tmp_path / "probe_ua.tsv", tmp_path / "table1.tsv", tmp_path / "table1.md")
+    table = read_tsv(tmp_path / "table1.tsv")
+    best = table[(table["input"] == "best_layer") & (table["model"] == "PT") & (table["corpus"] == "iem")]
+    assert best["layer"].item() == 3  # layers 3 and 4 tie; the first is kept
+    assert best["ua_mean_pct"].item() == pytest.approx(100 * (0.4 + 0.15 + 0.015))
+    assert list(table["input"][:5]) == ["best_layer", "last", "average", "average_wo_last2", "weighted_average"]
+    markdown = (tmp_path / "table1.md").read_text()
+    assert "| input | model | iem | rav |" in markdown
+    assert "| best layer | PT | 56.50 ± 0.71 (layer 3) | 56.50 ± 0.71 (layer 3) |" in markdown
+    assert table1_markdown(table1(summary)) in markdown
+
+
+def test_figures_are_written(tmp_path):
+    json_paths = fake_fold_jsons(tmp_path)
+    runs = collect_probe_runs(json_paths)
+    write_tsv(runs, tmp_path / "runs.tsv")
+    plot_probe_ua(tmp_path / "runs.tsv", tmp_path / "fig1.png")
+    assert (tmp_path / "fig1.png").stat().st_size > 10_000
+    svg = (tmp_path / "fig1.svg").read_text()
+    for text in ("UA (%)", "Layer (0 = CNN encoder output)", "best layer", "chance", "PT", "FT", "iem", "rav"):
+        assert text in svg
+    weight_paths = []
+    for corpus, model in (("iem", "PT"), ("rav", "PT"), ("rav", "FT")):
+        path = tmp_path / f"{corpus}_{model}_weights.tsv"
+        weights = np.full(NUM_LAYERS + 1, 0.1)
+        weights[PLANTED_LAYER] = 0.6
+        write_tsv(
+            pd.DataFrame(
+                {
+                    "corpus": corpus,
+                    "model": model,
+                    "fold": 1,
+                    "seed": 0,
+                    "layer": range(NUM_LAYERS + 1),
+                    "weight": weights,
+                }
+            ),
+            path,
+        )
+        weight_paths.append(path)
+    write_layer_weights(weight_paths, tmp_path / "weights.tsv", tmp_path / "weights.png")
+    summary = read_tsv(tmp_path / "weights.tsv")
+    assert summary.loc[summary["weight_mean"].idxmax(), "layer"] == PLANTED_LAYER and len(summary) == 15
+    assert (tmp_path / "weights.png").exists()
+    assert "Learned layer weight (softmax)" in (tmp_path / "weights.svg").read_text()
