@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--derive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if min(args.frames + ([args.one_size] if args.one_size else [])) < 2 * args.chunk_frames:
+        parser.error("every --frames must hold at least two chunks (--chunk-frames), so that one is timed warm")
     if args.one_size is not None:
         result = run_one_size(args.one_size, args.chunk_frames, args.device, args.derive, args.baseline_every)
         print(json.dumps(result))
