@@ -83,7 +83,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     arguments = parser.parse_args()
-    groups = {"egemaps_all": list(acoustic.EGEMAPS_COLUMNS), "mfcc": list(acoustic.MFCC_COLUMNS)}
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -99,7 +98,7 @@ def main() -> None:
                     extractor.process_signal(load_audio(path), TARGET_SAMPLE_RATE)
 
         def stage_in_one_process():
-            acoustic.extract_acoustic(manifest, outputs, groups, threads=1)
+            acoustic.extract_acoustic(manifest, outputs, threads=1)
 
         baseline, stage, parts = [], [], []
         for _ in range(arguments.repeats):
@@ -116,7 +115,7 @@ def main() -> None:
         parallel = []
         for _ in range(arguments.repeats):
             children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wall, _ = timed(lambda: acoustic.extract_acoustic(manifest, outputs, groups, threads=arguments.threads))
+            wall, _ = timed(lambda: acoustic.extract_acoustic(manifest, outputs, threads=arguments.threads))
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
             workers_cpu = sum(
                 getattr(children, field) - getattr(children_before, field) for field in ("ru_utime", "ru_stime")

@@ -31,8 +31,7 @@ File contract (``{outdir}/{corpus}/acoustic/{set}.h5``, one per set): ``utt_id``
 in manifest order; ``values`` (F, C) float32; ``frame_offsets`` (N + 1,) int64, utterance
 ``i`` owning rows ``[off[i], off[i + 1])`` with ``off[i + 1] - off[i]`` equal to
 :func:`paraprobe.framing.num_model_frames` of its sample count; ``columns`` (C,);
-``voiced`` (F,) bool; attributes ``groups`` (JSON: the configured feature groups whose
-columns are in this file), ``frame_rate_hz``, ``hop_samples``,
+``voiced`` (F,) bool; attributes ``frame_rate_hz``, ``hop_samples``,
 ``receptive_field_samples``, ``conv_kernel``, ``conv_stride``, ``sample_rate_hz``,
 ``feature_set``, ``pooling``, ``voiced_rule`` and ``nonfinite_replaced`` (C,).
 """
@@ -40,7 +39,6 @@ columns are in this file), ``frame_rate_hz``, ``hop_samples``,
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import multiprocessing
 import warnings
@@ -477,7 +475,6 @@ def _ordered_map(function, tasks: Iterable, threads: int) -> Iterator:
 def extract_acoustic(
     manifest_path: str | Path,
     output_paths: Mapping[str, str | Path],
-    groups: Mapping[str, Sequence[str]],
     threads: int = 1,
     conv_kernel: Sequence[int] = WAV2VEC2_CONV_KERNEL,
     conv_stride: Sequence[int] = WAV2VEC2_CONV_STRIDE,
@@ -495,9 +492,6 @@ def extract_acoustic(
         The corpus manifest (``utt_id``, ``path``, ``duration_s`` used).
     output_paths
         ``{"egemaps": path, "mfcc": path}``.
-    groups
-        Feature groups (config ``acoustic.groups``), validated by :func:`validate_groups`;
-        each file's ``groups`` attribute holds the groups of its columns.
     threads
         Worker processes.
     conv_kernel, conv_stride
@@ -512,14 +506,11 @@ def extract_acoustic(
     ------
     paraprobe.audio.BadAudioError
         For a manifest file that no longer loads, naming it.
-    paraprobe.config.ConfigError
-        For an invalid groups mapping.
     ValueError
         For a manifest without the needed columns.
     """
     logger = logger or logging.getLogger("paraprobe")
     conv_kernel, conv_stride = tuple(conv_kernel), tuple(conv_stride)
-    validated = validate_groups(groups)
     manifest = read_tsv(manifest_path)
     missing = [column for column in ("utt_id", "path", "duration_s") if column not in manifest.columns]
     if missing:
@@ -553,12 +544,7 @@ def extract_acoustic(
         writers = {}
         try:
             for name, temporary in ((EGEMAPS, egemaps_temporary), (MFCC, mfcc_temporary)):
-                set_groups = {group: columns for group, (owner, columns) in validated.items() if owner == name}
-                attrs = {
-                    **shared_attrs,
-                    "feature_set": feature_set_description[name],
-                    "groups": json.dumps(set_groups),
-                }
+                attrs = {**shared_attrs, "feature_set": feature_set_description[name]}
                 writers[name] = _FrameTableWriter(temporary, manifest["utt_id"], COLUMNS_BY_SET[name], attrs)
             for features in _ordered_map(_features_of_file, tasks, threads):
                 for name, writer in writers.items():

@@ -18,7 +18,7 @@ import pandas as pd
 
 from paraprobe.audio import TARGET_SAMPLE_RATE, BadAudioError, load_audio
 from paraprobe.corpora import CANDIDATE_COLUMNS, CorpusError, CorpusListing, csv_list, iemocap, ravdess
-from paraprobe.io import write_tsv
+from paraprobe.io import read_tsv, write_tsv
 from paraprobe.progress import Progress
 
 MANIFEST_COLUMNS = (*CANDIDATE_COLUMNS, "duration_s", "sha1")
@@ -156,3 +156,15 @@ def write_manifest(
     manifest, excluded = build_manifest(listing, corpus_config["on_bad_audio"], threads, logger)
     write_tsv(excluded, excluded_path)
     write_tsv(manifest, manifest_path)
+
+
+def total_audio_hours(manifest_path: str | Path) -> float:
+    """Hours of audio a manifest lists: the sum of its ``duration_s`` over 3600.
+
+    What every per-utterance stage's cost follows (job runtimes are sized from it).
+    Raises ValueError naming the file when it has no ``duration_s`` column.
+    """
+    durations = read_tsv(manifest_path)
+    if "duration_s" not in durations.columns:
+        raise ValueError(f"{manifest_path}: manifest lacks column duration_s")
+    return float(durations["duration_s"].sum()) / 3600

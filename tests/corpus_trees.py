@@ -21,6 +21,13 @@ def write_tone(path: Path, seconds: float = DEFAULT_SECONDS, rate: int = 16_000,
     return path
 
 
+def write_empty(path: Path, *_, **__) -> Path:
+    """An empty file where a WAV goes (as :func:`write_tone` is called): planning reads only names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
 # (utt_id, IEMOCAP code, has a transcript line)
 IEMOCAP_UTTERANCES = [
     ("Ses01F_impro01_F000", "neu", True),
@@ -37,8 +44,11 @@ IEMOCAP_UTTERANCES = [
 ]
 
 
-def write_iemocap(root: Path, utterances=IEMOCAP_UTTERANCES) -> Path:
-    """IEMOCAP_full_release layout with evaluator lines, unlabelled turns and macOS debris."""
+def write_iemocap(root: Path, utterances=IEMOCAP_UTTERANCES, write_audio=write_tone) -> Path:
+    """IEMOCAP_full_release layout with evaluator lines, unlabelled turns and macOS debris.
+
+    ``write_audio(path)`` writes each utterance's WAV (:func:`write_empty` for a tree only planned).
+    """
     by_dialog: dict[tuple[str, str], list] = {}
     for utt_id, code, transcribed in utterances:
         session = f"Session{int(utt_id[3:5])}"
@@ -58,7 +68,7 @@ def write_iemocap(root: Path, utterances=IEMOCAP_UTTERANCES) -> Path:
             ]
             if transcribed:
                 transcripts.append(f"{utt_id} [{start:08.4f}-{end:08.4f}]: Sentence number {i}.")
-            write_tone(base / "sentences" / "wav" / dialog / f"{utt_id}.wav")
+            write_audio(base / "sentences" / "wav" / dialog / f"{utt_id}.wav")
         transcripts.insert(1, f"{dialog}_MXX0 [000.5000-001.0000]: Unlabelled turn.")
         transcripts.append("M: [LAUGHTER]")
         evaluation = base / "dialog" / "EmoEvaluation"
@@ -93,14 +103,17 @@ def ravdess_design(actor: int) -> list[str]:
     return names
 
 
-def write_ravdess(root: Path, actors=(1, 2, 3), seconds: float = DEFAULT_SECONDS) -> Path:
-    """RAVDESS layout at 48 kHz: speech, song files, a stereo and a 24-bit file, macOS debris."""
+def write_ravdess(root: Path, actors=(1, 2, 3), seconds: float = DEFAULT_SECONDS, write_audio=write_tone) -> Path:
+    """RAVDESS layout at 48 kHz: speech, song files, a stereo and a 24-bit file, macOS debris.
+
+    ``write_audio`` is called as :func:`write_tone` (:func:`write_empty` for a tree only planned).
+    """
     for actor in actors:
         folder = root / f"Actor_{actor:02d}"
         for i, name in enumerate(ravdess_design(actor)):
             stereo, deep = i == 1, i == 2
-            write_tone(folder / name, seconds, rate=48_000, channels=2 if stereo else 1,
-                       subtype="PCM_24" if deep else "PCM_16")
-        write_tone(folder / ravdess_name(3, 1, 1, 1, actor, channel=2), seconds, rate=48_000)  # song
+            write_audio(folder / name, seconds, rate=48_000, channels=2 if stereo else 1,
+                        subtype="PCM_24" if deep else "PCM_16")
+        write_audio(folder / ravdess_name(3, 1, 1, 1, actor, channel=2), seconds, rate=48_000)  # song
         (folder / f"._{ravdess_design(actor)[0]}").write_bytes(b"\x00\x05\x16\x07")
     return root
