@@ -47,7 +47,8 @@ def demo_config() -> dict:
 def test_planner_reads_rules_wildcards_and_resources():
     output = (
         "Building DAG of jobs...\n\n[Wed Nov 25 23:08:32 2026]\nrule similarity:\n"
-        "    input: a.h5\n    jobid: 14\n    reason: Missing output files: b.tsv\n    wildcards: corpus=demo, model=RAND\n"
+        "    input: a.h5\n    jobid: 14\n    reason: Missing output files: b.tsv\n"
+        "    wildcards: corpus=demo, model=RAND\n"
         "    threads: 2\n    resources: tmpdir=/tmp, runtime=16, gpu=0\nShell command: None\n\n"
         "[Wed Nov 25 23:08:32 2026]\nlocalrule all:\n    input: x\n    jobid: 0\n"
     )
@@ -96,7 +97,8 @@ def test_new_model_plans_its_own_jobs_and_the_aggregates(demo_run, tmp_path):
     # for a 12-layer model (3x that for the 4-layer demo model) after 10 minutes' loading.
     (extraction,) = [job for job in jobs if job.rule == "extract_embeddings"]
     audio_seconds = total_audio_hours(demo_run / "demo" / "manifest.tsv") * 3600
-    assert int(extraction.resources["runtime"]) == 10 + int(np.ceil(audio_seconds / (0.5 * extraction.threads * 3) / 60))
+    planned_seconds = audio_seconds / (0.5 * extraction.threads * 3)
+    assert int(extraction.resources["runtime"]) == 10 + int(np.ceil(planned_seconds / 60))
 
 
 def test_feature_group_plans_only_similarity_and_what_reads_it(demo_run, tmp_path):
