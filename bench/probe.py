@@ -6,7 +6,7 @@ fold both trainers start from the same initial weights and see the same minibatc
 script prints each trainer's time, the ratio, and the largest difference in test UA and in
 epochs trained between them.
 
-    PYTHONPATH=. python bench/probe.py [--threads 2] [--folds 4] [--dtype float32] [--fused-reference]
+    PYTHONPATH=. python bench/probe.py [--threads 1] [--folds 4] [--dtype float32] [--fused-reference]
 
 ``--fused-reference`` also times the sequential trainer with PyTorch's fused AdamW kernel (the
 batched trainer always uses it), which separates the optimizer's share of the speed-up.
@@ -65,7 +65,7 @@ def test_ua(results, labels: np.ndarray, test_rows: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-epochs", type=int, default=ProbeSettings.max_epochs)
     parser.add_argument("--patience", type=int, default=ProbeSettings.patience)
     parser.add_argument("--folds", type=int, default=NUM_FOLDS, help="how many of the 4 folds to run")

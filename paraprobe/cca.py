@@ -458,8 +458,13 @@ class MomentAccumulator:
             return torch.zeros((self.num_columns, self.num_columns), dtype=torch.float64, device="cuda")
         return np.zeros((self.num_columns, self.num_columns))
 
-    def update(self, chunk: np.ndarray) -> None:
-        """Add rows: ``chunk`` (m, d), any float dtype (m may be 0)."""
+    def update(self, chunk: np.ndarray, overwrite_chunk: bool = False) -> None:
+        """Add rows: ``chunk`` (m, d), any float dtype (m may be 0).
+
+        With ``overwrite_chunk``, a writable C-contiguous float32 (float64) chunk is shifted in
+        place instead of into a new array: a 10,000-column chunk's temporary costs as much
+        time in fresh pages as a tenth of its product.
+        """
         chunk = np.asarray(chunk)
         if chunk.ndim != 2 or chunk.shape[1] != self.num_columns:
             raise ValueError(f"chunk must have shape (rows, {self.num_columns}); got {chunk.shape}")
@@ -468,8 +473,12 @@ class MomentAccumulator:
         work_dtype = np.float64 if chunk.dtype == np.float64 else np.float32
         if self._shift is None:
             self._shift = chunk.mean(axis=0, dtype=np.float64)
+        in_place = overwrite_chunk and chunk.dtype == work_dtype and chunk.flags.writeable and chunk.flags.c_contiguous
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
-            shifted = np.subtract(chunk, self._shift.astype(work_dtype), dtype=work_dtype)
+            if in_place:
+                shifted = np.subtract(chunk, self._shift.astype(work_dtype), out=chunk)
+            else:
+                shifted = np.subtract(chunk, self._shift.astype(work_dtype), dtype=work_dtype)
             column_sums = shifted.sum(axis=0, dtype=np.float64)
         if not np.isfinite(column_sums).all():
             raise ValueError("chunk contains NaN or infinite values")

@@ -354,7 +354,8 @@ class PassStatistics:
 
         Parameters
         ----------
-        rows : (n, layout.num_columns) joint frame matrix, float32 (or float64).
+        rows : (n, layout.num_columns) joint frame matrix, float32 (or float64); used as
+            scratch space, so its values are overwritten.
         offsets : (u + 1,) utterance i owns rows ``offsets[i]:offsets[i + 1]``.
         labels : (u,) each utterance's label.
         scored : (u,) bool, True for utterances held out for scoring (ignored without held-out).
@@ -362,15 +363,16 @@ class PassStatistics:
         counts = np.diff(offsets)
         row_part = self._row_partition(np.repeat(np.asarray(scored, dtype=bool), counts))
         row_label = np.repeat(np.asarray(labels, dtype=object), counts)
-        self._update(self.frames, rows, row_part)
         for label in dict.fromkeys(labels):
-            selected = row_label == label
-            self._update_per_layer(self._per_layer(self.emotions, label), rows[selected], row_part[selected])
+            selected = np.flatnonzero(row_label == label)
+            self._update_per_layer(self._per_layer(self.emotions, label), rows, row_part[selected], selected)
         level_rows, level_offsets = rows, offsets
         for level, window in (("phoneme", self.settings.phoneme_frames), ("word", self.settings.word_phonemes)):
             level_rows, level_offsets = window_means(level_rows, level_offsets, window)
             level_part = self._row_partition(np.repeat(np.asarray(scored, dtype=bool), np.diff(level_offsets)))
             self._update_per_layer(self._per_layer(self.windows, level), level_rows, level_part)
+        # Last, as it shifts ``rows`` in place.
+        self._update(self.frames, rows, row_part)
 
     def _row_partition(self, row_scored: np.ndarray) -> np.ndarray:
         if not self.settings.held_out:
@@ -378,14 +380,23 @@ class PassStatistics:
         return row_scored.astype(np.int8)  # index into ("fit", "score")
 
     def _update(self, target: _Partitioned, rows: np.ndarray, row_part: np.ndarray) -> None:
+        """Add ``rows`` (overwritten) to the partitions of ``target`` that ``row_part`` assigns them to."""
         for index, part in enumerate(self.partitions):
-            target.parts[part].update(rows if len(self.partitions) == 1 else rows[row_part == index])
+            selected = rows if len(self.partitions) == 1 else rows[row_part == index]
+            target.parts[part].update(selected, overwrite_chunk=True)
 
-    def _update_per_layer(self, targets: list[_Partitioned], rows: np.ndarray, row_part: np.ndarray) -> None:
-        if len(rows) == 0:
+    def _update_per_layer(
+        self, targets: list[_Partitioned], rows: np.ndarray, row_part: np.ndarray, selected: np.ndarray | None = None
+    ) -> None:
+        """Add each layer's columns and the reference group's, of all ``rows`` or the ``selected`` ones.
+
+        Gathering a layer's block straight from ``rows`` avoids a full-width copy per label.
+        """
+        if len(row_part) == 0:
             return
         for target, columns in zip(targets, self._per_layer_columns):
-            self._update(target, rows[:, columns], row_part)
+            block = rows[:, columns] if selected is None else rows[np.ix_(selected, columns)]
+            self._update(target, block, row_part)
 
     # -- deriving the tables --
 

@@ -213,6 +213,19 @@ def test_accumulator_covariance_and_merge_match_numpy():
     np.testing.assert_allclose(merged.covariance([0, 2], [1]), np.cov(data, rowvar=False)[np.ix_([0, 2], [1])])
 
 
+def test_shifting_chunks_in_place_gives_the_same_statistics():
+    rng = np.random.default_rng(4)
+    data = (rng.standard_normal((2000, 5)) * [1, 2, 3, 4, 5] + 50).astype(np.float32)
+    kept, overwritten = cca.MomentAccumulator(5), cca.MomentAccumulator(5)
+    for chunk in np.array_split(data, 4):
+        kept.update(chunk)
+        scratch = chunk.copy()
+        overwritten.update(scratch, overwrite_chunk=True)
+        assert not np.array_equal(scratch, chunk)  # it really was used as scratch space
+    np.testing.assert_array_equal(overwritten.covariance(), kept.covariance())
+    np.testing.assert_array_equal(overwritten.mean(), kept.mean())
+
+
 def test_held_out_estimate_removes_the_small_sample_bias():
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal((400, 60)), rng.standard_normal((400, 60))  # independent: true CCA is 0

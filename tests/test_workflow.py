@@ -2,6 +2,7 @@
 
 import pytest
 
+from conftest import snakemake
 from paraprobe.io import read_tsv
 
 pytestmark = pytest.mark.workflow
@@ -69,3 +70,39 @@ def test_demo_writes_the_similarity_tables_figures_and_table3(demo_run):
         assert (demo_run / "figures" / f"{name}.png").stat().st_size > 0
         assert (demo_run / "figures" / f"{name}.svg").stat().st_size > 0
     assert "| layer | model | L2 |" in (demo_run / "tables" / "table3_layer_cca.md").read_text()
+
+
+def test_demo_writes_every_probe_fold_and_the_probe_tables_and_figures(demo_run):
+    import json
+
+    from paraprobe.probe.inputs import probe_input_names
+
+    inputs = probe_input_names(4)  # the demo model: 4 transformer layers
+    for name in inputs:
+        for fold in (1, 2, 3, 4):
+            record = json.loads((demo_run / "demo" / "probes" / "RAND" / name / f"fold{fold}.json").read_text())
+            assert (record["input"], record["fold"], record["seed"]) == (name, fold, [0, 1])  # config.yaml seeds
+            assert len(record["labels"]) == 8 and 0 <= record["ua"] <= 1
+            assert sum(map(sum, record["confusion"])) == 2 * record["n_test"] == 2 * 60  # one actor per fold
+    summary = read_tsv(demo_run / "tables" / "probe_ua.tsv")
+    assert list(summary["input"]) == inputs and (summary["n"] == 4 * 2).all()
+    table1 = read_tsv(demo_run / "tables" / "table1_probe_ua.tsv")
+    assert list(table1["input"]) == ["best_layer", "last", "average", "average_wo_last2", "weighted_average"]
+    weights = read_tsv(demo_run / "tables" / "probe_layer_weights.tsv")
+    assert list(weights["layer"]) == list(range(5)) and abs(weights["weight_mean"].sum() - 1) < 1e-6
+    for name in ("fig1_probe_ua", "probe_layer_weights"):
+        for suffix in (".png", ".svg"):
+            assert (demo_run / "figures" / f"{name}{suffix}").stat().st_size > 0
+
+
+def test_demo_report_groups_every_figure_by_experiment(demo_run):
+    workdir = demo_run.parent
+    comparison = (demo_run / "tables" / "paper_comparison.md").read_text()
+    assert "corpus 'demo' (synthetic) is not read as the paper's" in comparison
+    assert "model 'RAND' (random init)" in comparison
+    result = snakemake(workdir, "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (demo_run / "report.html").read_text(errors="replace")
+    for category in ("Probing", "Feature similarity", "Layer similarity", "Hierarchy", "Emotion", "Paper comparison"):
+        assert category in html
+    assert "fig1_probe_ua.png" in html and "fig5_emotion_cca.png" in html
