@@ -12,6 +12,7 @@ from paraprobe.manifest import (
     synthetic_audio_root,
     total_audio_hours,
 )
+from paraprobe.model_configs import num_transformer_layers
 
 replace_run_lists(config, workflow.config_settings.overwrite_config)
 validate(config, schema="../schemas/config.schema.yaml")
@@ -45,8 +46,6 @@ def corpus_folds(corpus):
 
 def model_num_layers(model):
     """Transformer layers L of a model (hidden states layer_00..layer_LL)."""
-    from paraprobe.models import num_transformer_layers
-
     return num_transformer_layers(model_config(model))
 
 
