@@ -67,11 +67,6 @@ CPU_AUTO_BATCH_SECONDS = 30.0
 GPU_MAX_AUTO_BATCH_SECONDS = 600.0
 #: Share of free GPU memory the automatic batch may plan to use.
 GPU_MEMORY_SHARE = 0.5
-#: Planning throughput of a 12-layer model (audio seconds per second), a few times below
-#: what bench/extract.py measures, for :func:`planning_rate`.
-PLANNING_RATE_PER_CPU_THREAD = 0.5
-PLANNING_RATE_PER_GPU = 200.0
-PLANNING_OVERHEAD_MINUTES = 10
 
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "duration_s", "sha1")
 
@@ -203,20 +198,6 @@ def batch_budget_samples(batch_seconds: float | str, device: torch.device, confi
     )
     seconds = GPU_MEMORY_SHARE * free_bytes / (4 * (first_conv_floats + transformer_floats))
     return int(min(GPU_MAX_AUTO_BATCH_SECONDS, seconds) * TARGET_SAMPLE_RATE)
-
-
-def planning_rate(num_layers: int, device: str, threads: int, num_shards: int) -> float:
-    """Audio seconds of the corpus per wall-clock second that an extraction job plans with.
-
-    A deliberately low throughput: :data:`PLANNING_RATE_PER_CPU_THREAD` per thread on a
-    CPU (``auto`` plans as a CPU), :data:`PLANNING_RATE_PER_GPU` on a GPU, for a 12-layer
-    model and slower in proportion to more layers. Each of ``num_shards`` jobs reads its
-    share of the corpus, so it covers the whole corpus ``num_shards`` times faster. The
-    ``runtime`` resource divides the manifest's total audio by this rate and adds
-    :data:`PLANNING_OVERHEAD_MINUTES` for loading the model (rules/common.smk).
-    """
-    rate = PLANNING_RATE_PER_GPU if device.startswith("cuda") else PLANNING_RATE_PER_CPU_THREAD * threads
-    return rate * 12 / max(num_layers, 1) * num_shards
 
 
 # ---------------------------------------------------------------------------------------

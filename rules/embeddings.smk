@@ -2,7 +2,7 @@
 # frames of a subset. With extraction.shards > 1, shard jobs write parts that a merge joins.
 from functools import partial
 
-from paraprobe.embeddings import PLANNING_OVERHEAD_MINUTES, planning_rate
+from paraprobe.extraction_planning import PLANNING_OVERHEAD_MINUTES, planning_rate
 
 EXTRACTION = config["extraction"]
 SHARDS = EXTRACTION["shards"]

@@ -22,15 +22,14 @@ from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, FEATURE_ENCODER_MODES
 from paraprobe import embedding_store
 from paraprobe.embeddings import (
     ExtractionSettings,
-    PLANNING_RATE_PER_GPU,
     LayerPooler,
     extract_embeddings,
     frame_subset,
     layer_names,
     merge_shards,
     pad_batch,
-    planning_rate,
 )
+from paraprobe.extraction_planning import PLANNING_RATE_PER_GPU, planning_rate
 from paraprobe.framing import num_model_frames
 from paraprobe.io import write_tsv
 from paraprobe.manifest import file_sha1
