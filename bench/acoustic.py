@@ -29,6 +29,7 @@ import soundfile
 from threadpoolctl import threadpool_limits
 
 import paraprobe.acoustic as acoustic
+from paraprobe.acoustic_columns import FEATURE_SETS
 from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
 from paraprobe.io import write_tsv
 
@@ -88,7 +89,7 @@ def main() -> None:
         folder = Path(folder)
         manifest, audio_seconds = synthetic_corpus(folder, arguments.utterances)
         paths = list(pd.read_csv(manifest, sep="\t")["path"])
-        outputs = {name: folder / f"{name}.h5" for name in acoustic.FEATURE_SETS}
+        outputs = {name: folder / f"{name}.h5" for name in FEATURE_SETS}
         extractor = acoustic._egemaps_extractor()  # built (configuration parsed) before timing
         print(f"{len(paths)} utterances, {audio_seconds:.0f} s of audio")
 

@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import validate
 
-from paraprobe.acoustic import FEATURE_SETS, check_acoustic_config
+from paraprobe.acoustic_columns import FEATURE_SETS, check_acoustic_config
 from paraprobe.config import check_paths, replace_run_lists, sort_mapping_keys
 from paraprobe.manifest import corpus_folds as folds_of_corpus
 from paraprobe.manifest import (

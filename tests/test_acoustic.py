@@ -15,17 +15,14 @@ import pytest
 import soundfile
 import yaml
 
-from paraprobe.acoustic import (
+from paraprobe.acoustic import egemaps_lld, extract_acoustic, mfcc, utterance_features
+from paraprobe.acoustic_columns import (
     EGEMAPS,
     EGEMAPS_COLUMNS,
     F0_COLUMN,
     MFCC,
     MFCC_COLUMNS,
     check_acoustic_config,
-    egemaps_lld,
-    extract_acoustic,
-    mfcc,
-    utterance_features,
     validate_groups,
 )
 from paraprobe.audio import TARGET_SAMPLE_RATE, BadAudioError
