@@ -75,7 +75,7 @@ def test_demo_writes_the_similarity_tables_figures_and_table3(demo_run):
 def test_demo_writes_every_probe_fold_and_the_probe_tables_and_figures(demo_run):
     import json
 
-    from paraprobe.probe.inputs import probe_input_names
+    from paraprobe.probe.names import probe_input_names
 
     inputs = probe_input_names(4)  # the demo model: 4 transformer layers
     for name in inputs:
