@@ -1,4 +1,5 @@
 # Config handling and helpers every stage uses.
+import functools
 import math
 import re
 
@@ -39,6 +40,8 @@ def model_config(model):
     return config["models"][model]
 
 
+# Cached: it walks the corpus tree (7,000 files for the paper), and planning asks per model.
+@functools.cache
 def corpus_folds(corpus):
     """Fold numbers of a corpus, known before its manifest exists."""
     return folds_of_corpus(corpus_config(corpus))
