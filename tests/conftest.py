@@ -12,10 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` with snakemake's command-line ``args``."""
+def snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` (or another ``snakefile``) with snakemake's command-line ``args``."""
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
+        [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), *args],
         capture_output=True, text=True, timeout=1800,
     )
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import yaml
+
+from conftest import REPO
 
 DEFAULT_SECONDS = 0.5
 
@@ -117,3 +120,42 @@ def write_ravdess(root: Path, actors=(1, 2, 3), seconds: float = DEFAULT_SECONDS
         write_audio(folder / ravdess_name(3, 1, 1, 1, actor, channel=2), seconds, rate=48_000)  # song
         (folder / f"._{ravdess_design(actor)[0]}").write_bytes(b"\x00\x05\x16\x07")
     return root
+
+
+# The paper's corpora at their real sizes, for planning the full study (tests/test_paper_plan.py,
+# bench/plan.py).
+#: IEMOCAP's utterances with a transcript and a label in the 4-class set (excited merged
+#: into happy), per session: 5,531 in all, as in the paper's setup.
+IEMOCAP_SESSION_SIZES = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
+IEMOCAP_CODES = ("neu", "ang", "sad", "hap", "exc")
+UTTERANCES_PER_DIALOG = 30
+RAVDESS_ACTORS = range(1, 25)  # 24 actors x 60 speech files = 1,440
+
+
+def paper_iemocap_utterances() -> list[tuple[str, str, bool]]:
+    """(utt_id, code, transcribed) of IEMOCAP-sized sessions, in dialogs of 30 turns."""
+    utterances = []
+    for session, size in IEMOCAP_SESSION_SIZES.items():
+        for index in range(size):
+            dialog, turn = divmod(index, UTTERANCES_PER_DIALOG)
+            speaker = "FM"[dialog % 2]
+            utt_id = f"Ses{session:02d}{speaker}_impro{dialog + 1:02d}_{'FM'[turn % 2]}{turn:03d}"
+            utterances.append((utt_id, IEMOCAP_CODES[index % len(IEMOCAP_CODES)], True))
+    return utterances
+
+
+def write_paper_trees(folder: Path) -> tuple[Path, Path, Path]:
+    """IEMOCAP and RAVDESS trees of the paper's sizes, and a config that points paper.yaml at them.
+
+    The trees hold empty files where the WAVs go: planning reads names, never audio.
+    Returns (IEMOCAP root, RAVDESS root, roots config); the roots config replaces
+    configs/paper.yaml's ``corpora`` when given after it to ``--configfile``.
+    """
+    iemocap = write_iemocap(folder / "IEMOCAP_full_release", paper_iemocap_utterances(), write_audio=write_empty)
+    ravdess = write_ravdess(folder / "RAVDESS", RAVDESS_ACTORS, write_audio=write_empty)
+    corpora = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["corpora"]
+    corpora["iemocap"]["root"] = str(iemocap)
+    corpora["ravdess"]["root"] = str(ravdess)
+    roots = folder / "roots.yaml"
+    roots.write_text(yaml.safe_dump({"corpora": corpora}))
+    return iemocap, ravdess, roots
