@@ -70,11 +70,6 @@ CPU_AUTO_BATCH_SECONDS = 30.0
 GPU_MAX_AUTO_BATCH_SECONDS = 600.0
 #: Share of free GPU memory the automatic batch may plan to use.
 GPU_MEMORY_SHARE = 0.5
-#: Planning throughput of a 12-layer model (audio seconds per second), a few times below
-#: what bench/extract.py measures, for :func:`estimated_runtime_minutes`.
-PLANNING_RATE_PER_CPU_THREAD = 0.5
-PLANNING_RATE_PER_GPU = 200.0
-PLANNING_OVERHEAD_MINUTES = 10
 
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "duration_s", "sha1")
 
@@ -206,23 +201,6 @@ def batch_budget_samples(batch_seconds: float | str, device: torch.device, confi
     )
     seconds = GPU_MEMORY_SHARE * free_bytes / (4 * (first_conv_floats + transformer_floats))
     return int(min(GPU_MAX_AUTO_BATCH_SECONDS, seconds) * TARGET_SAMPLE_RATE)
-
-
-def estimated_runtime_minutes(
-    manifest_path: str | Path, num_layers: int, device: str, threads: int, num_shards: int
-) -> int:
-    """The ``runtime`` (minutes) an extraction job asks its scheduler for.
-
-    The manifest's total audio over a deliberately low throughput:
-    :data:`PLANNING_RATE_PER_CPU_THREAD` audio seconds per second per thread on a CPU
-    (``auto`` plans as a CPU), :data:`PLANNING_RATE_PER_GPU` on a GPU, for a 12-layer
-    model and slower in proportion to more layers; plus :data:`PLANNING_OVERHEAD_MINUTES`
-    for loading the model. Each of ``num_shards`` jobs gets its share.
-    """
-    audio_seconds = float(read_tsv(manifest_path)["duration_s"].sum())
-    rate = PLANNING_RATE_PER_GPU if device.startswith("cuda") else PLANNING_RATE_PER_CPU_THREAD * threads
-    seconds = audio_seconds / num_shards / (rate * 12 / max(num_layers, 1))
-    return int(PLANNING_OVERHEAD_MINUTES + np.ceil(seconds / 60))
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,13 +24,13 @@ from paraprobe import embedding_store
 from paraprobe.embeddings import (
     ExtractionSettings,
     LayerPooler,
-    estimated_runtime_minutes,
     extract_embeddings,
     frame_subset,
     layer_names,
     merge_shards,
     pad_batch,
 )
+from paraprobe.extraction_planning import PLANNING_RATE_PER_GPU, planning_rate
 from paraprobe.framing import num_model_frames
 from paraprobe.io import write_tsv
 from paraprobe.manifest import file_sha1
@@ -373,14 +373,12 @@ def test_pooled_rows_staged_in_any_order_are_stored_in_row_order(tmp_path, monke
     assert [path.name for path in tmp_path.iterdir()] == ["pooled.h5"]  # the scratch file is gone
 
 
-def test_runtime_estimate_scales_with_audio_layers_device_and_shards(tmp_path):
-    write_tsv(pd.DataFrame({"utt_id": ["a", "b"], "duration_s": [1800.0, 1800.0]}), tmp_path / "manifest.tsv")
-    manifest = tmp_path / "manifest.tsv"
-    # 3600 s at 0.5 audio s/s per thread on 2 threads: 60 minutes, plus 10 for loading.
-    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 1) == 70
-    assert estimated_runtime_minutes(manifest, 24, "auto", 2, 1) == 130
-    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 4) == 25
-    assert estimated_runtime_minutes(manifest, 12, "cuda", 2, 1) == 11
+def test_planning_rate_scales_with_layers_device_threads_and_shards():
+    # 0.5 audio s/s per CPU thread for 12 layers; half as fast with twice the layers.
+    assert planning_rate(12, "cpu", 2, 1) == 1.0
+    assert planning_rate(24, "auto", 2, 1) == 0.5
+    assert planning_rate(12, "cpu", 2, 4) == 4.0  # each shard job covers a quarter of the corpus
+    assert planning_rate(12, "cuda", 2, 1) == PLANNING_RATE_PER_GPU == 200.0
 
 
 def test_shards_balance_batch_costs():
