@@ -80,6 +80,18 @@ def test_probe_hyperparameter_plans_the_probes_and_their_aggregates(demo_run, tm
     assert folds == list(range(1, DEMO_FOLDS + 1))
 
 
+def test_summary_says_which_outputs_are_stale_and_why(demo_run, tmp_path):
+    result = snakemake(demo_run.parent, "--summary", "--configfile", configfile(tmp_path, {"probe": {"patience": 7}}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, *rows = [line.split("\t") for line in (result.stdout + result.stderr).splitlines() if "\t" in line]
+    assert header == ["output_file", "date", "rule", "log-file(s)", "status", "plan"]
+    by_rule: dict[str, set[tuple[str, str]]] = {}
+    for row in rows:
+        by_rule.setdefault(row[2], set()).add((row[4], row[5]))
+    assert by_rule["probe_fold_4_layers"] == {("params changed", "update pending")}
+    assert by_rule["extract_embeddings"] == {("ok", "no update")}
+
+
 def test_new_model_plans_its_own_jobs_and_the_aggregates(demo_run, tmp_path):
     models = demo_config()["models"]
     models["RAND2"] = {**models["RAND"], "seed": 1}  # `models` in a config replaces the demo's

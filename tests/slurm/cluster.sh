@@ -3,7 +3,7 @@
 #
 #   bash tests/slurm/cluster.sh up       install (Debian packages), configure, start, prove it works
 #   bash tests/slurm/cluster.sh status   which daemons run, and what sinfo says
-#   bash tests/slurm/cluster.sh down     stop every daemon by the PID in its pid file
+#   bash tests/slurm/cluster.sh down     stop every daemon by the PID in its pid file; remove the configs
 #
 # Needs root and apt-get (Debian 12 or alike); needs no systemd: every daemon is started by
 # hand. munged authenticates, MariaDB + slurmdbd keep the accounting that `sacct` reads
@@ -299,7 +299,19 @@ stop_daemons() {
 	done
 }
 
-cmd_down() { stop_daemons "${DAEMONS[@]}"; }
+# Also removes this script's configs: with a slurm.conf and no controller every SLURM client
+# call waits 9 s for one, and the Snakemake SLURM plugin runs `scontrol show config` whenever
+# snakemake starts, even for a local run; without a slurm.conf the call fails at once.
+cmd_down() {
+	stop_daemons "${DAEMONS[@]}"
+	local path
+	for path in "$SLURM_CONF" "$SLURMDBD_CONF"; do
+		if [[ -e $path ]] && grep -qF "$MARKER" "$path"; then
+			rm -f "$path"
+			log "removed $path"
+		fi
+	done
+}
 
 # Exits 0 only when every daemon runs.
 cmd_status() {
