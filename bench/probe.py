@@ -9,7 +9,7 @@ in test UA and in epochs trained against the batched trainer. The sequential tra
 ``sequential``
     the batched trainer's own code with a probe axis of length one, probe after probe: what
     training the probes together saves. Same rounding per probe, so the same results.
-``torch.nn reference``
+``reference``
     each probe as ``torch.nn`` modules with autograd and torch's default AdamW: the loop one
     would write without batching. In float32 its rounding differs, and over hundreds of epochs
     that can move an early stop by a few epochs; ``--dtype float64`` shows the trainers agree.
@@ -30,12 +30,7 @@ import torch
 from paraprobe.probe.inputs import build_probe_inputs, probe_input_names
 from paraprobe.probe.metrics import classification_scores, confusion_matrix
 from paraprobe.probe.splits import fold_split
-from paraprobe.probe.training import (
-    ProbeSettings,
-    train_probes_batched,
-    train_probes_reference,
-    train_probes_sequential,
-)
+from paraprobe.probe.training import TRAINERS, ProbeSettings, train_probes
 
 NUM_UTTERANCES, NUM_SPEAKERS, NUM_FOLDS, NUM_CLASSES = 1440, 24, 4, 8
 NUM_LAYERS, DIM = 12, 768
@@ -89,11 +84,7 @@ def main() -> None:
         f"{len(names)} inputs x {DIM} dims, {NUM_UTTERANCES} utterances, {NUM_CLASSES} classes, "
         f"{NUM_SPEAKERS} speakers, {args.folds} of {NUM_FOLDS} folds; {args.threads} threads; {args.dtype}; {settings}"
     )
-    trainers = {
-        "batched": train_probes_batched,
-        "sequential": train_probes_sequential,
-        "torch.nn reference": train_probes_reference,
-    }
+    trainers = list(TRAINERS)  # "batched" first
     wall, cpu = dict.fromkeys(trainers, 0.0), dict.fromkeys(trainers, 0.0)
     ua_difference, epoch_difference = dict.fromkeys(trainers, 0.0), dict.fromkeys(trainers, 0)
     total_epochs = 0
@@ -101,9 +92,9 @@ def main() -> None:
         split = fold_split(speakers, folds, test_fold, validation_share=0.15, seed=0)
         inputs = build_probe_inputs(layers, split.train, names, dtype=getattr(torch, args.dtype))
         uas, epochs = {}, {}
-        for name, train in trainers.items():
+        for name in trainers:
             wall_start, cpu_start = time.perf_counter(), time.process_time()
-            results = train(inputs, labels, split, NUM_CLASSES, settings, 0)
+            results = train_probes(inputs, labels, split, NUM_CLASSES, settings, 0, trainer=name)
             wall[name] += time.perf_counter() - wall_start
             cpu[name] += time.process_time() - cpu_start
             uas[name], epochs[name] = test_ua(results, labels, split.test), results.epochs
@@ -119,7 +110,7 @@ def main() -> None:
     print(f"{'trainer':<20s} {'wall s':>8s} {'CPU s':>8s}")
     for name in trainers:
         print(f"{name:<20s} {wall[name]:8.1f} {cpu[name]:8.1f}")
-    for name in list(trainers)[1:]:
+    for name in trainers[1:]:
         print(
             f"speed-up of batched over {name}: {wall[name] / wall['batched']:.1f}x wall, "
             f"{cpu[name] / cpu['batched']:.1f}x CPU; largest |UA difference| {ua_difference[name]:.2e}, "

@@ -1,4 +1,4 @@
-"""Probing: metrics, speaker-independent splits, both trainers, fold files, tables and figures."""
+"""Probing: metrics, speaker-independent splits, the trainers, fold files, tables and figures."""
 
 from __future__ import annotations
 
@@ -36,9 +36,7 @@ from paraprobe.probe.training import (
     EarlyStopping,
     ProbeSettings,
     probe_settings,
-    train_probes_batched,
-    train_probes_reference,
-    train_probes_sequential,
+    train_probes,
 )
 
 NUM_LAYERS = 4  # transformer layers L: hidden states layer_00..layer_04
@@ -225,8 +223,8 @@ def test_batched_trainer_matches_the_torch_nn_reference(names):
     split = fold_split(speakers, folds, 2, 0.15, 0)
     inputs = build_probe_inputs(layers, split.train, names, dtype=torch.float64)
     settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
-    batched = train_probes_batched(inputs, labels, split, NUM_CLASSES, settings, seed=3)
-    reference = train_probes_reference(inputs, labels, split, NUM_CLASSES, settings, seed=3)
+    batched = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3)
+    reference = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3, trainer="reference")
     if len(names) > 2:
         assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
     np.testing.assert_array_equal(batched.epochs, reference.epochs)
@@ -252,8 +250,8 @@ def test_batched_and_sequential_trainers_agree_in_float32():
     split = fold_split(speakers, folds, 2, 0.15, 0)
     inputs = build_probe_inputs(layers, split.train, probe_input_names(NUM_LAYERS), dtype=torch.float32)
     settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
-    batched = train_probes_batched(inputs, labels, split, NUM_CLASSES, settings, seed=3)
-    sequential = train_probes_sequential(inputs, labels, split, NUM_CLASSES, settings, seed=3)
+    batched = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3)
+    sequential = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3, trainer="sequential")
     assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
     for field in ("epochs", "best_epoch", "predictions"):
         np.testing.assert_array_equal(getattr(batched, field), getattr(sequential, field), err_msg=field)
@@ -263,6 +261,14 @@ def test_batched_and_sequential_trainers_agree_in_float32():
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_unknown_trainer_is_refused():
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    split = fold_split(speakers, folds, 2, 0.15, 0)
+    inputs = build_probe_inputs(layers, split.train, ["layer_01"])
+    with pytest.raises(ValueError, match="unknown probe trainer 'fast'; choose from"):
+        train_probes(inputs, labels, split, NUM_CLASSES, FAST, seed=0, trainer="fast")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_batched_trainer_on_cuda_matches_the_cpu():
@@ -270,7 +276,7 @@ def test_batched_trainer_on_cuda_matches_the_cpu():
     split = fold_split(speakers, folds, 2, 0.15, 0)
     names = probe_input_names(NUM_LAYERS)
     results = [
-        train_probes_batched(
+        train_probes(
             build_probe_inputs(layers, split.train, names, dtype=torch.float64, device=device),
             labels,
             split,

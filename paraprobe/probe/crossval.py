@@ -37,7 +37,7 @@ from paraprobe.io import atomic_path, read_tsv, write_tsv
 from paraprobe.probe.inputs import WEIGHTED_AVERAGE, build_probe_inputs, load_pooled_layers
 from paraprobe.probe.metrics import classification_scores, confusion_matrix
 from paraprobe.probe.splits import FoldSplit, fold_split
-from paraprobe.probe.training import ProbeResults, ProbeSettings, train_probes_batched
+from paraprobe.probe.training import ProbeResults, ProbeSettings, train_probes
 
 logger = logging.getLogger("paraprobe")
 
@@ -144,7 +144,7 @@ def run_probe_fold(
         start = time.perf_counter()
         split = fold_split(manifest["speaker"].to_numpy(), manifest["fold"].to_numpy(), fold, validation_share, seed)
         inputs = build_probe_inputs(layers, split.train, list(json_paths), device=torch_device)
-        results = train_probes_batched(inputs, targets, split, len(labels), settings, seed)
+        results = train_probes(inputs, targets, split, len(labels), settings, seed)
         for probe, name in enumerate(results.names):
             runs[name].append(_run_record(results, probe, targets[split.test], len(labels), seed, split))
         if results.layer_weights is not None:

@@ -1,24 +1,28 @@
-"""Training the paper's probe on many inputs at once, and one input at a time as a reference.
+"""Training the paper's probe on many inputs at once, and one input at a time as references.
 
 The probe (Li et al., SLT 2022) is an MLP: input -> dense 128 -> ReLU -> dense 16 -> ReLU ->
 dense to the classes, trained with softmax cross-entropy and AdamW until the validation loss
 stops improving; the weights of the best validation epoch are kept.
 
-:func:`train_probes_batched` trains every input of a fold in one computation: each dense
-layer's weights are stacked on a leading probe axis and applied with ``torch.baddbmm`` (one
-stack for the fixed-input probes, one for the weighted-average probe), every probe sees the
-same minibatches, and the summed loss gives each probe exactly the gradient of its own loss.
-A probe whose validation loss has not improved for ``patience`` epochs stops: it leaves its
-stack (its parameters and AdamW state are frozen where they were, its best weights kept), so
-later epochs cost only what the probes still training need. :func:`train_probes_sequential` trains
-the same probes one by one with ``torch.nn`` modules, from the same initial weights and
-minibatches; the two agree up to floating-point rounding, which tests and ``bench/probe.py``
-check.
+:func:`train_probes` trains every input of a fold in one computation (``trainer="batched"``):
+each dense layer's weights are stacked on a leading probe axis and applied with
+``torch.baddbmm`` (one stack for the fixed-input probes, one for the weighted-average probe),
+every probe sees the same minibatches, and each probe's gradient, that of its own mean
+cross-entropy, is written by hand into buffers kept across steps. A probe whose validation
+loss has not improved for ``patience`` epochs stops: it leaves its stack (its parameters and
+AdamW state are frozen where they were, its best weights kept), so later epochs cost only what
+the probes still training need.
+
+Two references train the same probes one by one from the same initial weights and
+minibatches: ``"sequential"`` runs the batched code with a probe axis of length one (what
+batching saves), ``"reference"`` uses ``torch.nn`` modules, autograd and torch's default AdamW
+(an independent check of the hand-written gradients). Tests and ``bench/probe.py`` compare them.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -196,8 +200,10 @@ class _ProbeStack:
         # An utterance-major copy (N, K, D) of the K inputs the stack reads (the probes' own, or
         # the layers it mixes), flattened to (N * K, D): a minibatch's inputs of the probes in
         # training, ``columns`` of K, are then one index_select of contiguous rows.
-        rows = torch.arange(inputs.num_layer_rows) if mixes_layers else torch.tensor(
-            [inputs.rows[i] for i in probe_ids], dtype=torch.int64
+        rows = (
+            torch.arange(inputs.num_layer_rows)
+            if mixes_layers
+            else torch.tensor([inputs.rows[i] for i in probe_ids], dtype=torch.int64)
         )
         self.num_columns = len(rows)
         self.features = (
@@ -325,30 +331,10 @@ def _fold_tensors(labels: np.ndarray, split: FoldSplit, device: torch.device) ->
     return _FoldTensors(*(as_tensor(a) for a in (labels, split.train, split.validation, split.test)))
 
 
-def train_probes_batched(
-    inputs: ProbeInputs,
-    labels: np.ndarray,
-    split: FoldSplit,
-    num_classes: int,
-    settings: ProbeSettings,
-    seed: int,
+def _train_together(
+    inputs: ProbeInputs, fold: _FoldTensors, num_classes: int, settings: ProbeSettings, seed: int
 ) -> ProbeResults:
-    """Train one probe per input of ``inputs`` together; predict the test rows of ``split``.
-
-    Parameters
-    ----------
-    inputs : ProbeInputs
-        Standardised features (R, N, D) and the probe order; their device and dtype are used.
-    labels : (N,) int array
-        Class index of every row.
-    split : FoldSplit
-        Training rows (minibatches), validation rows (early stopping), test rows (predictions).
-    num_classes : int
-    settings : ProbeSettings
-    seed : int
-        Seeds the initial weights (per input name) and the minibatch order (per epoch).
-    """
-    fold = _fold_tensors(labels, split, inputs.features.device)
+    """The ``"batched"`` trainer of :func:`train_probes`."""
     one_hot = F.one_hot(fold.targets, num_classes).to(inputs.features.dtype)
     initial = [
         initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
@@ -415,23 +401,12 @@ def _one_probe(inputs: ProbeInputs, probe_index: int) -> ProbeInputs:
     )
 
 
-def train_probes_sequential(
-    inputs: ProbeInputs,
-    labels: np.ndarray,
-    split: FoldSplit,
-    num_classes: int,
-    settings: ProbeSettings,
-    seed: int,
+def _one_at_a_time(
+    train_one, inputs: ProbeInputs, fold: _FoldTensors, num_classes: int, settings: ProbeSettings, seed: int
 ) -> ProbeResults:
-    """The probes of :func:`train_probes_batched` trained one at a time, by the same code.
-
-    Same arguments and results; each probe runs :func:`train_probes_batched` with a probe axis
-    of length one, so this measures what training the probes together saves and, with the same
-    rounding per probe, should give the same results in any dtype.
-    """
+    """Train each probe of ``inputs`` alone with ``train_one`` (a trainer's signature); join the results."""
     single = [
-        train_probes_batched(_one_probe(inputs, index), labels, split, num_classes, settings, seed)
-        for index in range(len(inputs.names))
+        train_one(_one_probe(inputs, index), fold, num_classes, settings, seed) for index in range(len(inputs.names))
     ]
     mixes = [results.layer_weights for results in single if results.layer_weights is not None]
     return ProbeResults(
@@ -469,65 +444,85 @@ class _ReferenceProbe(nn.Module):
         return self.mlp(x)
 
 
-def _reference_input(inputs: ProbeInputs, probe_index: int, rows: torch.Tensor) -> torch.Tensor:
-    """Input of probe ``probe_index`` for ``rows``: (B, D), or (L + 1, B, D) for the layer mix."""
-    if probe_index < len(inputs.rows):
-        return inputs.features[inputs.rows[probe_index], rows]
-    return inputs.features[: inputs.num_layer_rows, rows]
+def _train_reference_probe(
+    inputs: ProbeInputs, fold: _FoldTensors, num_classes: int, settings: ProbeSettings, seed: int
+) -> ProbeResults:
+    """The one probe of ``inputs`` as ``torch.nn`` modules, with autograd and torch's default AdamW."""
+    (name,) = inputs.names
+    is_mix = not inputs.rows
+
+    def select(rows: torch.Tensor) -> torch.Tensor:
+        """(B, D) rows of the probe's input, or (L + 1, B, D) of the layers it mixes."""
+        return inputs.features[: inputs.num_layer_rows, rows] if is_mix else inputs.features[inputs.rows[0], rows]
+
+    initial = initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
+    probe = _ReferenceProbe(initial, inputs.num_layer_rows if is_mix else None).to(inputs.features)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    best_state = copy.deepcopy(probe.state_dict())
+    stopping = EarlyStopping(1, settings.patience)
+    for epoch in range(1, settings.max_epochs + 1):
+        for batch in epoch_batches(seed, epoch, fold.train, settings.batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(probe(select(batch)), fold.targets[batch]).backward()
+            optimizer.step()
+        with torch.no_grad():
+            loss = F.cross_entropy(probe(select(fold.validation)), fold.targets[fold.validation]).item()
+        if stopping.update(epoch, np.array([loss]))[0]:
+            best_state = copy.deepcopy(probe.state_dict())
+        if not stopping.active[0]:
+            break
+    probe.load_state_dict(best_state)
+    with torch.no_grad():
+        predictions = probe(select(fold.test)).argmax(dim=-1)[None].cpu().numpy()
+    linears = [module for module in probe.mlp if isinstance(module, nn.Linear)]
+    return ProbeResults(
+        names=inputs.names,
+        predictions=predictions,
+        epochs=stopping.epochs,
+        best_epoch=stopping.best_epoch,
+        best_validation_loss=stopping.best_loss,
+        layer_weights=torch.softmax(probe.mix_logits.detach(), dim=0).cpu().numpy() if is_mix else None,
+        parameters=[t.detach()[None].cpu().numpy() for m in linears for t in (m.weight.T, m.bias)],
+    )
 
 
-def train_probes_reference(
+#: What :func:`train_probes` can train with, the first being the one the workflow uses.
+TRAINERS = {
+    "batched": _train_together,
+    "sequential": functools.partial(_one_at_a_time, _train_together),
+    "reference": functools.partial(_one_at_a_time, _train_reference_probe),
+}
+
+
+def train_probes(
     inputs: ProbeInputs,
     labels: np.ndarray,
     split: FoldSplit,
     num_classes: int,
     settings: ProbeSettings,
     seed: int,
+    trainer: str = "batched",
 ) -> ProbeResults:
-    """An independent reference: each probe as ``torch.nn`` modules, autograd and torch's default AdamW.
+    """Train one probe per input of ``inputs``; predict the test rows of ``split``.
 
-    Same arguments and results as :func:`train_probes_batched`: the code one would write without
-    batching, which checks the batched trainer's hand-written gradients (its results agree up to
-    rounding; over many epochs float32 rounding can move an early stop).
+    Parameters
+    ----------
+    inputs : ProbeInputs
+        Standardised features (R, N, D) and the probe order; their device and dtype are used.
+    labels : (N,) int array
+        Class index of every row.
+    split : FoldSplit
+        Training rows (minibatches), validation rows (early stopping), test rows (predictions).
+    num_classes : int
+    settings : ProbeSettings
+    seed : int
+        Seeds the initial weights (per input name) and the minibatch order (per epoch).
+    trainer : str
+        ``"batched"`` (all probes in one computation), or a one-probe-at-a-time reference:
+        ``"sequential"`` (the same code, probe axis of length one: the same results) or
+        ``"reference"`` (``torch.nn`` and autograd: the same up to rounding); see the module
+        docstring.
     """
-    fold = _fold_tensors(labels, split, inputs.features.device)
-    predictions, parameters, layer_weights = [], [], None
-    stopping = EarlyStopping(len(inputs.names), settings.patience)
-    for probe_index, name in enumerate(inputs.names):
-        is_mix = probe_index >= len(inputs.rows)
-        initial = initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
-        probe = _ReferenceProbe(initial, inputs.num_layer_rows if is_mix else None).to(inputs.features)
-        optimizer = torch.optim.AdamW(probe.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-        best_state = copy.deepcopy(probe.state_dict())
-        single = EarlyStopping(1, settings.patience)
-        for epoch in range(1, settings.max_epochs + 1):
-            for batch in epoch_batches(seed, epoch, fold.train, settings.batch_size):
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(probe(_reference_input(inputs, probe_index, batch)), fold.targets[batch]).backward()
-                optimizer.step()
-            with torch.no_grad():
-                logits = probe(_reference_input(inputs, probe_index, fold.validation))
-                loss = F.cross_entropy(logits, fold.targets[fold.validation]).item()
-            if single.update(epoch, np.array([loss]))[0]:
-                best_state = copy.deepcopy(probe.state_dict())
-            if not single.active[0]:
-                break
-        stopping.best_loss[probe_index] = single.best_loss[0]
-        stopping.best_epoch[probe_index] = single.best_epoch[0]
-        stopping.epochs[probe_index] = single.epochs[0]
-        probe.load_state_dict(best_state)
-        with torch.no_grad():
-            predictions.append(probe(_reference_input(inputs, probe_index, fold.test)).argmax(dim=-1).cpu().numpy())
-        linears = [module for module in probe.mlp if isinstance(module, nn.Linear)]
-        parameters.append([t.detach().cpu().numpy() for m in linears for t in (m.weight.T, m.bias)])
-        if is_mix:
-            layer_weights = torch.softmax(probe.mix_logits.detach(), dim=0).cpu().numpy()
-    return ProbeResults(
-        names=inputs.names,
-        predictions=np.stack(predictions),
-        epochs=stopping.epochs,
-        best_epoch=stopping.best_epoch,
-        best_validation_loss=stopping.best_loss,
-        layer_weights=layer_weights,
-        parameters=[np.stack(per_layer) for per_layer in zip(*parameters)],
-    )
+    if trainer not in TRAINERS:
+        raise ValueError(f"unknown probe trainer {trainer!r}; choose from {sorted(TRAINERS)}")
+    return TRAINERS[trainer](inputs, _fold_tensors(labels, split, inputs.features.device), num_classes, settings, seed)
