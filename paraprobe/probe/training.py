@@ -327,8 +327,12 @@ class _FoldTensors:
 
 def _fold_tensors(labels: np.ndarray, split: FoldSplit, device: torch.device) -> _FoldTensors:
     """Class and row indices as int64 tensors on ``device`` (copies: the arrays may be read-only)."""
-    as_tensor = lambda indices: torch.tensor(np.asarray(indices, dtype=np.int64), device=device)  # noqa: E731
-    return _FoldTensors(*(as_tensor(a) for a in (labels, split.train, split.validation, split.test)))
+    return _FoldTensors(
+        *(
+            torch.tensor(np.asarray(indices, dtype=np.int64), device=device)
+            for indices in (labels, split.train, split.validation, split.test)
+        )
+    )
 
 
 def _train_together(
