@@ -14,7 +14,7 @@ in test UA and in epochs trained against the batched trainer. The sequential tra
     would write without batching. In float32 its rounding differs, and over hundreds of epochs
     that can move an early stop by a few epochs; ``--dtype float64`` shows the trainers agree.
 
-    PYTHONPATH=. python bench/probe.py [--threads 1] [--folds 4] [--dtype float32]
+    PYTHONPATH=. python bench/probe.py [--threads 1] [--folds 4] [--dtype float32] [--device cpu]
 
 The probe rule runs one thread per fold job (``probe.threads``), so compare at ``--threads 1``.
 """
@@ -71,18 +71,20 @@ def test_ua(results, labels: np.ndarray, test_rows: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (as probe.device)")
     parser.add_argument("--max-epochs", type=int, default=ProbeSettings.max_epochs)
     parser.add_argument("--patience", type=int, default=ProbeSettings.patience)
     parser.add_argument("--folds", type=int, default=NUM_FOLDS, help="how many of the 4 folds to run")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = parser.parse_args()
-    configure_torch("cpu", args.threads)  # as the probe rule's jobs run
+    device = configure_torch(args.device, args.threads)  # as the probe rule's jobs run
     settings = ProbeSettings(learning_rate=2e-4, patience=args.patience, max_epochs=args.max_epochs)
     labels, speakers, folds, layers = synthetic_embeddings()
     names = probe_input_names(NUM_LAYERS)
     print(
         f"{len(names)} inputs x {DIM} dims, {NUM_UTTERANCES} utterances, {NUM_CLASSES} classes, "
-        f"{NUM_SPEAKERS} speakers, {args.folds} of {NUM_FOLDS} folds; {args.threads} threads; {args.dtype}; {settings}"
+        f"{NUM_SPEAKERS} speakers, {args.folds} of {NUM_FOLDS} folds; {device}, {args.threads} threads; {args.dtype}; "
+        f"{settings}"
     )
     trainers = list(TRAINERS)  # "batched" first
     wall, cpu = dict.fromkeys(trainers, 0.0), dict.fromkeys(trainers, 0.0)
@@ -90,7 +92,7 @@ def main() -> None:
     total_epochs, longest_epochs = 0, 0
     for test_fold in range(1, args.folds + 1):
         split = fold_split(speakers, folds, test_fold, validation_share=0.15, seed=0)
-        inputs = build_probe_inputs(layers, split.train, names, dtype=getattr(torch, args.dtype))
+        inputs = build_probe_inputs(layers, split.train, names, dtype=getattr(torch, args.dtype), device=device)
         uas, epochs = {}, {}
         for name in trainers:
             wall_start, cpu_start = time.perf_counter(), time.process_time()
