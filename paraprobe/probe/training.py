@@ -206,9 +206,7 @@ class _ProbeStack:
             else torch.tensor([inputs.rows[i] for i in probe_ids], dtype=torch.int64)
         )
         self.num_columns = len(rows)
-        self.features = (
-            inputs.features.index_select(0, rows.to(like.device)).transpose(0, 1).reshape(-1, like.shape[-1])
-        )
+        self.features = inputs.features.transpose(0, 1)[:, rows.to(like.device)].reshape(-1, like.shape[-1])
         self.columns = torch.arange(self.num_columns, device=like.device)
         self.best = [parameter.clone() for parameter in self.parameters()]
         self._start_optimizer({})
