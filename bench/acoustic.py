@@ -29,6 +29,7 @@ import soundfile
 from threadpoolctl import threadpool_limits
 
 import paraprobe.acoustic as acoustic
+from paraprobe.acoustic_columns import FEATURE_SETS
 from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
 from paraprobe.io import write_tsv
 
@@ -83,13 +84,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     arguments = parser.parse_args()
-    groups = {"egemaps_all": list(acoustic.EGEMAPS_COLUMNS), "mfcc": list(acoustic.MFCC_COLUMNS)}
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         manifest, audio_seconds = synthetic_corpus(folder, arguments.utterances)
         paths = list(pd.read_csv(manifest, sep="\t")["path"])
-        outputs = {name: folder / f"{name}.h5" for name in acoustic.FEATURE_SETS}
+        outputs = {name: folder / f"{name}.h5" for name in FEATURE_SETS}
         extractor = acoustic._egemaps_extractor()  # built (configuration parsed) before timing
         print(f"{len(paths)} utterances, {audio_seconds:.0f} s of audio")
 
@@ -99,7 +99,7 @@ def main() -> None:
                     extractor.process_signal(load_audio(path), TARGET_SAMPLE_RATE)
 
         def stage_in_one_process():
-            acoustic.extract_acoustic(manifest, outputs, groups, threads=1)
+            acoustic.extract_acoustic(manifest, outputs, threads=1)
 
         baseline, stage, parts = [], [], []
         for _ in range(arguments.repeats):
@@ -116,7 +116,7 @@ def main() -> None:
         parallel = []
         for _ in range(arguments.repeats):
             children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wall, _ = timed(lambda: acoustic.extract_acoustic(manifest, outputs, groups, threads=arguments.threads))
+            wall, _ = timed(lambda: acoustic.extract_acoustic(manifest, outputs, threads=arguments.threads))
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
             workers_cpu = sum(
                 getattr(children, field) - getattr(children_before, field) for field in ("ru_utime", "ru_stime")

@@ -1,6 +1,7 @@
 """Layer extraction: the naive Hugging Face loop against paraprobe's extractor, in one run.
 
-Run: ``python bench/extract.py [--utterances 48] [--device cpu|cuda|auto] [--threads N]``.
+Run: ``python bench/extract.py [--utterances 48] [--device cpu|cuda|auto] [--threads N]``;
+on an H100: ``python bench/extract.py --device cuda --utterances 10000 --naive-utterances 200 --threads 16``.
 
 Both read the same synthetic utterances from WAV files (log-normal lengths, median
 3.5 s, clipped to 0.6-30 s) with a wav2vec2-base-sized random-init model (12 layers,
@@ -18,18 +19,25 @@ Prints audio seconds per second of each and their ratio (with ``--rounds R``, th
 alternate R times and the median ratio is printed, with the ratio of process CPU time,
 which a busy shared machine disturbs less than wall time), the lowest cosine per layer
 between paraprobe's pooled vectors and the naive loop's (the exactness bar is 0.999), on
-a GPU the lowest cosine per layer of float16 autocast against float32, and the peak
-resident memory of the process after paraprobe's run (it runs first) and at the end.
-Model loading is outside both timings.
+a GPU the lowest cosine per layer of float16 autocast against float32 and the rate of the
+forward passes alone (every batch decoded beforehand: what decoding and writing cost),
+and the peak resident memory of the process after paraprobe's run (it runs first) and
+at the end. Model loading is outside both timings. ``--naive-utterances K`` runs the
+naive loop on the first K utterances only (rates are per audio second, so they compare;
+on a GPU the corpus must be large enough to time paraprobe, the naive loop need not be).
+On a GPU a first paraprobe run on a few utterances warms up CUDA and is not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -41,7 +49,14 @@ from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2Config, Wav2Ve
 from transformers.utils import logging as transformers_logging
 
 from paraprobe.audio import load_audio
-from paraprobe.embeddings import EmbeddingExtractor, ExtractionSettings, frame_subset, layer_names
+from paraprobe.embeddings import (
+    EmbeddingExtractor,
+    ExtractionSettings,
+    frame_subset,
+    layer_names,
+    manifest_num_samples,
+    shard_batches,
+)
 from paraprobe.io import write_tsv
 from paraprobe.manifest import file_sha1
 from paraprobe.models import resolve_device
@@ -52,30 +67,31 @@ MEDIAN_SECONDS, SIGMA, SHORTEST, LONGEST = 3.5, 0.6, 0.6, 30.0
 FRAME_SHARE = 500 / 5531
 
 
+def write_utterance(directory: Path, seed: int, index: int) -> dict:
+    """One synthetic utterance (a vibrato tone in noise, log-normal length) as a WAV file; its manifest row."""
+    rng = np.random.default_rng([seed, index])
+    duration = np.clip(rng.lognormal(np.log(MEDIAN_SECONDS), SIGMA), SHORTEST, LONGEST)
+    t = np.arange(int(duration * RATE)) / RATE
+    pitch = 100 + 150 * rng.random()
+    signal = 0.2 * np.sin(2 * np.pi * pitch * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t)))
+    signal += 0.02 * rng.standard_normal(t.size)
+    path = directory / f"utt{index:05d}.wav"
+    soundfile.write(path, signal.astype(np.float32), RATE, subtype="PCM_16")
+    return {
+        "utt_id": f"utt{index:05d}",
+        "path": str(path),
+        "label": ["ang", "hap", "neu", "sad"][index % 4],
+        "speaker": f"s{index % 10}",
+        "fold": 1 + index % 5,
+        "duration_s": round(load_audio(path).size / RATE, 6),
+        "sha1": file_sha1(path),
+    }
+
+
 def write_corpus(directory: Path, count: int, seed: int) -> Path:
     """``count`` synthetic utterances as 16 kHz WAV files and their manifest; returns the manifest path."""
-    rng = np.random.default_rng(seed)
-    seconds = np.clip(rng.lognormal(np.log(MEDIAN_SECONDS), SIGMA, count), SHORTEST, LONGEST)
-    rows = []
-    for index, duration in enumerate(seconds):
-        samples = int(duration * RATE)
-        t = np.arange(samples) / RATE
-        pitch = 100 + 150 * rng.random()
-        signal = 0.2 * np.sin(2 * np.pi * pitch * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t)))
-        signal += 0.02 * rng.standard_normal(samples)
-        path = directory / f"utt{index:05d}.wav"
-        soundfile.write(path, signal.astype(np.float32), RATE, subtype="PCM_16")
-        rows.append(
-            {
-                "utt_id": f"utt{index:05d}",
-                "path": str(path),
-                "label": ["ang", "hap", "neu", "sad"][index % 4],
-                "speaker": f"s{index % 10}",
-                "fold": 1 + index % 5,
-                "duration_s": round(load_audio(path).size / RATE, 6),
-                "sha1": file_sha1(path),
-            }
-        )
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        rows = list(pool.map(functools.partial(write_utterance, directory, seed), range(count)))
     manifest = directory / "manifest.tsv"
     write_tsv(pd.DataFrame(rows), manifest)
     return manifest
@@ -124,6 +140,20 @@ def naive_loop(
     return np.stack(pooled, axis=1), clock
 
 
+def forward_passes_only(extractor: EmbeddingExtractor, manifest: pd.DataFrame, keep_frames: np.ndarray) -> Clock:
+    """Clock of paraprobe's forward passes (pooling and host copies included) over batches decoded beforehand."""
+    num_samples = manifest_num_samples(manifest)
+    paths = manifest["path"].to_numpy()
+    batches = shard_batches(num_samples, extractor.budget_samples, 0, 1)
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        load = functools.partial(extractor.load_input, paths, num_samples)
+        padded = [extractor.collate(list(pool.map(load, batch))) for batch in batches]
+    with Clock(extractor.device) as clock:
+        for batch, values in zip(batches, padded, strict=True):
+            extractor.pooler(values, num_samples[batch].tolist(), keep_frames[batch].tolist())
+    return clock
+
+
 def paraprobe_run(extractor: EmbeddingExtractor, manifest_path: Path, output: Path) -> tuple[np.ndarray, Clock]:
     """Pooled (L + 1, N, D) read back from the file, and the clock of writing it."""
     with Clock(extractor.device) as clock:
@@ -160,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-seconds", default="auto", help="paraprobe's extraction.batch_seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1, help="alternate paraprobe and naive runs; median ratio")
+    parser.add_argument("--naive-utterances", type=int, default=None, help="naive loop on the first K utterances only")
     args = parser.parse_args(argv)
     transformers_logging.disable_progress_bar()
     device = resolve_device(args.device)
@@ -190,6 +221,12 @@ def main(argv: list[str] | None = None) -> None:
         extractor = EmbeddingExtractor({"id": str(model_dir)}, settings)
         naive_extractor = AutoFeatureExtractor.from_pretrained(model_dir)
         naive_model = AutoModel.from_pretrained(model_dir).to(device).eval()
+        naive_count = min(args.naive_utterances or len(manifest), len(manifest))
+        naive_manifest = manifest.iloc[:naive_count]
+        naive_seconds = float(naive_manifest["duration_s"].sum())
+        if device.type == "cuda":
+            write_tsv(manifest.iloc[:16], root / "warm_up.tsv")
+            extractor.extract(root / "warm_up.tsv", root / "warm_up.h5")
         walls, cpus = [], []
         for round_index in range(args.rounds):
             pooled, clock = paraprobe_run(extractor, manifest_path, root / "paraprobe.h5")
@@ -199,20 +236,30 @@ def main(argv: list[str] | None = None) -> None:
                 f"{audio_seconds / clock.wall:.2f} audio s/s; peak host memory so far {peak_memory_mb():.0f} MB",
                 flush=True,
             )
-            naive_pooled, naive_clock = naive_loop(naive_extractor, naive_model, manifest, keep_frames, device)
+            naive_pooled, naive_clock = naive_loop(
+                naive_extractor, naive_model, naive_manifest, keep_frames[:naive_count], device
+            )
+            # Ratios of rates (per audio second), as the naive loop may see fewer utterances.
+            walls.append((naive_clock.wall / naive_seconds) / (clock.wall / audio_seconds))
+            cpus.append((naive_clock.cpu / naive_seconds) / (clock.cpu / audio_seconds))
             print(
-                f"round {round_index + 1}: naive loop (float32): {naive_clock.wall:.1f} s, "
-                f"{audio_seconds / naive_clock.wall:.2f} audio s/s; ratio {naive_clock.wall / clock.wall:.2f}x "
-                f"(CPU time ratio {naive_clock.cpu / clock.cpu:.2f}x)",
+                f"round {round_index + 1}: naive loop (float32, {naive_count} utterances): {naive_clock.wall:.1f} s, "
+                f"{naive_seconds / naive_clock.wall:.2f} audio s/s; ratio {walls[-1]:.2f}x "
+                f"(CPU time ratio {cpus[-1]:.2f}x)",
                 flush=True,
             )
-            walls.append(naive_clock.wall / clock.wall)
-            cpus.append(naive_clock.cpu / clock.cpu)
         print(
             f"ratio paraprobe / naive, median of {args.rounds} rounds: {np.median(walls):.2f}x wall, {np.median(cpus):.2f}x CPU time"
         )
-        print(f"lowest cosine to the naive loop per layer: {format_layers(min_cosine_per_layer(pooled, naive_pooled))}")
+        naive_cosines = min_cosine_per_layer(pooled[:, :naive_count], naive_pooled)
+        print(f"lowest cosine to the naive loop per layer: {format_layers(naive_cosines)}")
         if device.type == "cuda":
+            forward_clock = forward_passes_only(extractor, manifest, keep_frames)
+            print(
+                "paraprobe forward passes alone (audio decoded beforehand, nothing written): "
+                f"{audio_seconds / forward_clock.wall:.1f} audio s/s",
+                flush=True,
+            )
             full = EmbeddingExtractor(
                 {"id": str(model_dir)}, ExtractionSettings(**{**settings.__dict__, "half_precision": False})
             )

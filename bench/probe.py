@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from paraprobe.probe.crossval import configure_torch
-from paraprobe.probe.inputs import build_probe_inputs, probe_input_names
+from paraprobe.probe.inputs import build_probe_inputs
 from paraprobe.probe.metrics import classification_scores, confusion_matrix
+from paraprobe.probe.names import probe_input_names
+from paraprobe.probe.settings import ProbeSettings
 from paraprobe.probe.splits import fold_split
-from paraprobe.probe.training import TRAINERS, ProbeSettings, train_probes
+from paraprobe.probe.training import TRAINERS, train_probes
 
 NUM_UTTERANCES, NUM_SPEAKERS, NUM_FOLDS, NUM_CLASSES = 1440, 24, 4, 8
 NUM_LAYERS, DIM = 12, 768

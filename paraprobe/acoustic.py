@@ -31,8 +31,7 @@ File contract (``{outdir}/{corpus}/acoustic/{set}.h5``, one per set): ``utt_id``
 in manifest order; ``values`` (F, C) float32; ``frame_offsets`` (N + 1,) int64, utterance
 ``i`` owning rows ``[off[i], off[i + 1])`` with ``off[i + 1] - off[i]`` equal to
 :func:`paraprobe.framing.num_model_frames` of its sample count; ``columns`` (C,);
-``voiced`` (F,) bool; attributes ``groups`` (JSON: the configured feature groups whose
-columns are in this file), ``frame_rate_hz``, ``hop_samples``,
+``voiced`` (F,) bool; attributes ``frame_rate_hz``, ``hop_samples``,
 ``receptive_field_samples``, ``conv_kernel``, ``conv_stride``, ``sample_rate_hz``,
 ``feature_set``, ``pooling``, ``voiced_rule`` and ``nonfinite_replaced`` (C,).
 """
@@ -40,7 +39,6 @@ columns are in this file), ``frame_rate_hz``, ``hop_samples``,
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import multiprocessing
 import warnings
@@ -54,8 +52,15 @@ import numpy as np
 from scipy.fft import rfft
 from threadpoolctl import threadpool_limits
 
+from paraprobe.acoustic_columns import (
+    COLUMNS_BY_SET,
+    EGEMAPS,
+    EGEMAPS_COLUMNS,
+    F0_COLUMN,
+    MFCC,
+    MFCC_NUM_COEFFICIENTS,
+)
 from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
-from paraprobe.config import ConfigError
 from paraprobe.framing import (
     WAV2VEC2_CONV_KERNEL,
     WAV2VEC2_CONV_STRIDE,
@@ -67,44 +72,9 @@ from paraprobe.framing import (
 from paraprobe.io import atomic_path, read_tsv
 from paraprobe.progress import Progress
 
-EGEMAPS = "egemaps"
-MFCC = "mfcc"
-FEATURE_SETS = (EGEMAPS, MFCC)
-
 #: Both feature sets advance by 10 ms.
 SOURCE_HOP_SAMPLES = 160
 
-#: The eGeMAPSv02 low-level descriptors in openSMILE's order. Written out so that a
-#: config can be checked when the workflow starts, without openSMILE; the extractor
-#: refuses to run if openSMILE's names ever differ.
-EGEMAPS_COLUMNS = (
-    "Loudness_sma3",
-    "alphaRatio_sma3",
-    "hammarbergIndex_sma3",
-    "slope0-500_sma3",
-    "slope500-1500_sma3",
-    "spectralFlux_sma3",
-    "mfcc1_sma3",
-    "mfcc2_sma3",
-    "mfcc3_sma3",
-    "mfcc4_sma3",
-    "F0semitoneFrom27.5Hz_sma3nz",
-    "jitterLocal_sma3nz",
-    "shimmerLocaldB_sma3nz",
-    "HNRdBACF_sma3nz",
-    "logRelF0-H1-H2_sma3nz",
-    "logRelF0-H1-A3_sma3nz",
-    "F1frequency_sma3nz",
-    "F1bandwidth_sma3nz",
-    "F1amplitudeLogRelF0_sma3nz",
-    "F2frequency_sma3nz",
-    "F2bandwidth_sma3nz",
-    "F2amplitudeLogRelF0_sma3nz",
-    "F3frequency_sma3nz",
-    "F3bandwidth_sma3nz",
-    "F3amplitudeLogRelF0_sma3nz",
-)
-F0_COLUMN = "F0semitoneFrom27.5Hz_sma3nz"
 #: eGeMAPS analyses two windows that start together every 10 ms (openSMILE reports the
 #: start): 20 ms for loudness, spectral shape, MFCC 1-4 and the LPC formant frequencies and
 #: bandwidths; 60 ms for F0 and what is measured at its harmonics or periods (below).
@@ -134,8 +104,6 @@ EGEMAPS_WINDOW_SAMPLES = np.array(
     ]
 )
 
-MFCC_NUM_COEFFICIENTS = 13
-MFCC_COLUMNS = tuple(f"mfcc{index}" for index in range(MFCC_NUM_COEFFICIENTS))
 MFCC_WINDOW_SAMPLES = 400
 MFCC_FFT_SIZE = 512
 MFCC_NUM_BANDS = 26
@@ -148,8 +116,6 @@ MFCC_CEPSTRAL_LIFTER = 22.0
 MFCC_MEL_FLOOR = 1e-8
 #: 16-bit full scale: HTK and openSMILE compute MFCCs of integer-scaled samples.
 INT16_SCALE = 32768.0
-
-COLUMNS_BY_SET = {EGEMAPS: EGEMAPS_COLUMNS, MFCC: MFCC_COLUMNS}
 
 POOLING_DESCRIPTION = (
     "mean of the 10 ms frames whose centre lies in the model frame's span "
@@ -340,68 +306,6 @@ def utterance_features(
     )
 
 
-def validate_groups(
-    groups: Mapping[str, Sequence[str]], config_key: str = "acoustic.groups"
-) -> dict[str, tuple[str, list[str]]]:
-    """Check feature groups against the real column names (:data:`COLUMNS_BY_SET`).
-
-    Parameters
-    ----------
-    groups
-        group name -> column names, as in the config.
-    config_key
-        Where ``groups`` came from, for error messages.
-
-    Returns
-    -------
-    dict
-        group name -> (feature set, columns), in the order given.
-
-    Raises
-    ------
-    paraprobe.config.ConfigError
-        Naming ``<config_key>.<group>`` and the column when a column is unknown, listed
-        twice, or from another feature set than the group's first column, or when a
-        group is empty.
-    """
-    set_of_column = {column: name for name, columns in COLUMNS_BY_SET.items() for column in columns}
-    validated: dict[str, tuple[str, list[str]]] = {}
-    for group, columns in groups.items():
-        key = f"{config_key}.{group}"
-        if not columns:
-            raise ConfigError(f"{key}: the group has no columns")
-        seen: set[str] = set()
-        for column in columns:
-            if column not in set_of_column:
-                known = "; ".join(f"{name}: {', '.join(names)}" for name, names in COLUMNS_BY_SET.items())
-                raise ConfigError(f"{key}: unknown column {column!r} (the columns are {known})")
-            if column in seen:
-                raise ConfigError(f"{key}: column {column!r} is listed more than once")
-            if set_of_column[column] != set_of_column[columns[0]]:
-                raise ConfigError(
-                    f"{key}: column {column!r} is a {set_of_column[column]} column but {columns[0]!r} is a "
-                    f"{set_of_column[columns[0]]} column; a group's columns come from one feature set"
-                )
-            seen.add(column)
-        validated[group] = (set_of_column[columns[0]], list(columns))
-    return validated
-
-
-def check_acoustic_config(acoustic: Mapping, config_key: str = "acoustic") -> None:
-    """What the JSON schema cannot check in the ``acoustic`` config section.
-
-    Raises :class:`paraprobe.config.ConfigError`, naming the key, for a group column that
-    does not exist (see :func:`validate_groups`) or a stride list whose length differs
-    from the kernel list's.
-    """
-    validate_groups(acoustic["groups"], f"{config_key}.groups")
-    kernels, strides = acoustic["conv_kernel"], acoustic["conv_stride"]
-    if len(kernels) != len(strides):
-        raise ConfigError(
-            f"{config_key}.conv_stride: {len(strides)} strides for the {len(kernels)} kernels of {config_key}.conv_kernel"
-        )
-
-
 class _FrameTableWriter:
     """Stream per-utterance (F_i, C) blocks into one acoustic HDF5 file (the module's contract)."""
 
@@ -477,7 +381,6 @@ def _ordered_map(function, tasks: Iterable, threads: int) -> Iterator:
 def extract_acoustic(
     manifest_path: str | Path,
     output_paths: Mapping[str, str | Path],
-    groups: Mapping[str, Sequence[str]],
     threads: int = 1,
     conv_kernel: Sequence[int] = WAV2VEC2_CONV_KERNEL,
     conv_stride: Sequence[int] = WAV2VEC2_CONV_STRIDE,
@@ -495,9 +398,6 @@ def extract_acoustic(
         The corpus manifest (``utt_id``, ``path``, ``duration_s`` used).
     output_paths
         ``{"egemaps": path, "mfcc": path}``.
-    groups
-        Feature groups (config ``acoustic.groups``), validated by :func:`validate_groups`;
-        each file's ``groups`` attribute holds the groups of its columns.
     threads
         Worker processes.
     conv_kernel, conv_stride
@@ -512,14 +412,11 @@ def extract_acoustic(
     ------
     paraprobe.audio.BadAudioError
         For a manifest file that no longer loads, naming it.
-    paraprobe.config.ConfigError
-        For an invalid groups mapping.
     ValueError
         For a manifest without the needed columns.
     """
     logger = logger or logging.getLogger("paraprobe")
     conv_kernel, conv_stride = tuple(conv_kernel), tuple(conv_stride)
-    validated = validate_groups(groups)
     manifest = read_tsv(manifest_path)
     missing = [column for column in ("utt_id", "path", "duration_s") if column not in manifest.columns]
     if missing:
@@ -553,12 +450,7 @@ def extract_acoustic(
         writers = {}
         try:
             for name, temporary in ((EGEMAPS, egemaps_temporary), (MFCC, mfcc_temporary)):
-                set_groups = {group: columns for group, (owner, columns) in validated.items() if owner == name}
-                attrs = {
-                    **shared_attrs,
-                    "feature_set": feature_set_description[name],
-                    "groups": json.dumps(set_groups),
-                }
+                attrs = {**shared_attrs, "feature_set": feature_set_description[name]}
                 writers[name] = _FrameTableWriter(temporary, manifest["utt_id"], COLUMNS_BY_SET[name], attrs)
             for features in _ordered_map(_features_of_file, tasks, threads):
                 for name, writer in writers.items():

@@ -53,7 +53,15 @@ def read_audio(path: str | Path, target_rate: int = TARGET_SAMPLE_RATE) -> np.nd
     Returns a (n,) float32 array in [-1, 1].
     """
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as sound:
+            rate = sound.samplerate
+            if sound.subtype == "PCM_16":
+                # Decoding 16-bit PCM as integers takes less than half the time; scaling by 2^-15 is
+                # libsndfile's own float conversion, exactly.
+                data = sound.read(dtype="int16", always_2d=True).astype(np.float32)
+                data *= 2.0**-15
+            else:
+                data = sound.read(dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise BadAudioError(path, f"unreadable ({error})") from error
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

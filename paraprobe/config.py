@@ -22,6 +22,41 @@ def replace_run_lists(config: dict, user_config: dict) -> None:
             config[key] = copy.deepcopy(user_config[key])
 
 
+#: Mappings whose key order is meaningful: feature groups are reported in the order given.
+ORDERED_MAPPINGS = (("acoustic", "groups"),)
+
+
+def sort_mapping_keys(config: dict) -> None:
+    """Put the keys of every mapping in ``config`` in sorted order, except :data:`ORDERED_MAPPINGS`.
+
+    Snakemake's params trigger compares a param by its ``repr``, in which a dict's keys
+    keep their insertion order: the same settings written in another order (or by a
+    YAML writer that sorts keys) would rerun every job they reach. Lists keep their order.
+    """
+    kept = {path: _lookup(config, path) for path in ORDERED_MAPPINGS if _lookup(config, path) is not None}
+    sorted_config = _keys_sorted(config)
+    config.clear()
+    config.update(sorted_config)
+    for (*parents, key), mapping in kept.items():
+        _lookup(config, parents)[key] = mapping
+
+
+def _keys_sorted(value):
+    if isinstance(value, dict):
+        return {key: _keys_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_keys_sorted(item) for item in value]
+    return value
+
+
+def _lookup(config: dict, path):
+    for key in path:
+        if not isinstance(config, dict) or key not in config:
+            return None
+        config = config[key]
+    return config
+
+
 #: The path key each corpus format reads, and whether it names a folder.
 CORPUS_PATH_KEYS = {"iemocap": ("root", True), "ravdess": ("root", True), "csv": ("manifest", False)}
 

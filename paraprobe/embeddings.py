@@ -18,8 +18,10 @@ How it runs: utterances are grouped into length-bucketed batches
 (:func:`paraprobe.batching.plan_batches`) made exact by
 :class:`paraprobe.batching.ExactBatching`; background threads decode the next batches
 while the model runs; pooling happens on the device, and only pooled vectors and the
-subset's frames cross to the host, where they are written straight into the HDF5 file
-(host memory does not grow with the corpus). With ``num_shards > 1`` a job computes the
+subset's frames cross to the host, where a writer thread stores them while the device
+computes the next batch: frames straight into the HDF5 file, pooled rows through
+:class:`paraprobe.embedding_store.PooledRowScratch` (host memory does not grow with the
+corpus). With ``num_shards > 1`` a job computes the
 batches :func:`paraprobe.batching.assign_to_shards` gives it and writes a part file;
 :func:`merge_shards` joins the parts into the file one job would write. Rows of a
 previous output with the same model, settings and audio hash are copied, not recomputed
@@ -50,6 +52,7 @@ from paraprobe.batching import ExactBatching, assign_to_shards, plan_batches
 from paraprobe.embedding_store import (
     FORMAT_VERSION,
     SHARD_ATTRIBUTES,
+    PooledRowScratch,
     copy_previous_rows,
     copy_utterance_rows,
     create_layout,
@@ -67,11 +70,6 @@ CPU_AUTO_BATCH_SECONDS = 30.0
 GPU_MAX_AUTO_BATCH_SECONDS = 600.0
 #: Share of free GPU memory the automatic batch may plan to use.
 GPU_MEMORY_SHARE = 0.5
-#: Planning throughput of a 12-layer model (audio seconds per second), a few times below
-#: what bench/extract.py measures, for :func:`estimated_runtime_minutes`.
-PLANNING_RATE_PER_CPU_THREAD = 0.5
-PLANNING_RATE_PER_GPU = 200.0
-PLANNING_OVERHEAD_MINUTES = 10
 
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "duration_s", "sha1")
 
@@ -205,23 +203,6 @@ def batch_budget_samples(batch_seconds: float | str, device: torch.device, confi
     return int(min(GPU_MAX_AUTO_BATCH_SECONDS, seconds) * TARGET_SAMPLE_RATE)
 
 
-def estimated_runtime_minutes(
-    manifest_path: str | Path, num_layers: int, device: str, threads: int, num_shards: int
-) -> int:
-    """The ``runtime`` (minutes) an extraction job asks its scheduler for.
-
-    The manifest's total audio over a deliberately low throughput:
-    :data:`PLANNING_RATE_PER_CPU_THREAD` audio seconds per second per thread on a CPU
-    (``auto`` plans as a CPU), :data:`PLANNING_RATE_PER_GPU` on a GPU, for a 12-layer
-    model and slower in proportion to more layers; plus :data:`PLANNING_OVERHEAD_MINUTES`
-    for loading the model. Each of ``num_shards`` jobs gets its share.
-    """
-    audio_seconds = float(read_tsv(manifest_path)["duration_s"].sum())
-    rate = PLANNING_RATE_PER_GPU if device.startswith("cuda") else PLANNING_RATE_PER_CPU_THREAD * threads
-    seconds = audio_seconds / num_shards / (rate * 12 / max(num_layers, 1))
-    return int(PLANNING_OVERHEAD_MINUTES + np.ceil(seconds / 60))
-
-
 # ---------------------------------------------------------------------------------------
 # The forward pass.
 
@@ -303,8 +284,8 @@ class LayerPooler:
                 torch.stack([state[b, : frames_per_utterance[b]] for state in hidden_states]).half() for b in kept
             ]
             # One transfer for the pooled vectors and one for all kept frames of the batch.
-            pooled_host = pooled.cpu().numpy()
-            frames_host = torch.cat(kept_frames, dim=1).cpu().numpy() if kept else None
+            pooled_host = to_host(pooled)
+            frames_host = to_host(torch.cat(kept_frames, dim=1)) if kept else None
         frames: list[np.ndarray | None] = [None] * len(num_samples)
         start = 0
         for b in kept:
@@ -329,6 +310,15 @@ class LayerPooler:
                 f"{tuple(hidden_states[0].shape)}; expected {self.info.num_layers + 1} of {expected} "
                 "(frame count from paraprobe.framing.num_model_frames)"
             )
+
+
+def to_host(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as a numpy array; from a GPU through page-locked memory, several times faster than pageable."""
+    if tensor.device.type != "cuda":
+        return tensor.numpy()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor)
+    return host.numpy()
 
 
 def pad_batch(inputs: Sequence[np.ndarray], pin: bool) -> torch.Tensor:
@@ -501,17 +491,31 @@ class EmbeddingExtractor:
             frame_sets = [out[f"frames/{name}"] for name in layer_names(info.num_layers)]
             paths = manifest["path"].to_numpy()
             load = functools.partial(self.load_input, paths, num_samples)
-            for batch, padded in prefetch(to_compute, load, self.collate, self.decode_workers):
-                batch_rows = local[batch]
-                pooled, frames = self.pooler(padded, num_samples[batch].tolist(), keep_frames[batch_rows].tolist())
-                order = np.argsort(batch_rows)  # h5py writes rows listed in increasing order
-                for layer, dataset in enumerate(pooled_sets):
-                    dataset[batch_rows[order]] = pooled[layer][order]
+
+            def write_batch(batch_rows: np.ndarray, pooled: np.ndarray, frames: list[np.ndarray | None]) -> None:
+                scratch.write(batch_rows, pooled)
                 for row, utterance_frames in zip(batch_rows, frames, strict=True):
                     if utterance_frames is not None:
                         for layer, dataset in enumerate(frame_sets):
                             dataset[offsets[row] : offsets[row + 1]] = utterance_frames[layer]
-                progress.update(len(batch), float(num_samples[batch].sum()) / TARGET_SAMPLE_RATE)
+
+            # One writer thread stores batch k while the device computes batch k + 1; waiting
+            # for the previous write keeps at most one batch of results in host memory.
+            with (
+                PooledRowScratch(Path(temporary).parent, info.num_layers + 1, info.hidden_size) as scratch,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,
+            ):
+                written = None
+                for batch, padded in prefetch(to_compute, load, self.collate, self.decode_workers):
+                    batch_rows = local[batch]
+                    results = self.pooler(padded, num_samples[batch].tolist(), keep_frames[batch_rows].tolist())
+                    if written is not None:
+                        written.result()
+                    written = writer.submit(write_batch, batch_rows, *results)
+                    progress.update(len(batch), float(num_samples[batch].sum()) / TARGET_SAMPLE_RATE)
+                if written is not None:
+                    written.result()
+                scratch.store(pooled_sets, np.sort(local[np.concatenate(to_compute)]) if to_compute else local[:0])
         logger.info("wrote %s: %d utterances reused, %d computed", output_path, len(here), computed)
         return ExtractionSummary(reused=len(here), computed=computed, audio_seconds_computed=audio_seconds)
 

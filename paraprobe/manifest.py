@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from paraprobe.audio import TARGET_SAMPLE_RATE, BadAudioError, load_audio
 from paraprobe.corpora import CANDIDATE_COLUMNS, CorpusError, CorpusListing, csv_list, iemocap, ravdess
-from paraprobe.io import write_tsv
+from paraprobe.io import read_tsv, write_tsv
 from paraprobe.progress import Progress
 
 MANIFEST_COLUMNS = (*CANDIDATE_COLUMNS, "duration_s", "sha1")
@@ -90,8 +89,12 @@ def file_sha1(path: str | Path) -> str:
 def measure_utterance(row: dict) -> dict:
     """Decode and validate one candidate; add ``duration_s`` and ``sha1``.
 
-    Raises :class:`BadAudioError` naming the file and the reason.
+    Raises :class:`paraprobe.audio.BadAudioError` naming the file and the reason.
     """
+    # Decoding (scipy) is imported where it runs: Snakemake imports this module to plan,
+    # and planning reads only file names.
+    from paraprobe.audio import TARGET_SAMPLE_RATE, BadAudioError, load_audio
+
     path = Path(row["path"])
     if not path.is_file():
         raise BadAudioError(path, "file not found")
@@ -107,9 +110,11 @@ def build_manifest(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Measure every candidate; return (manifest, excluded) as data frames, sorted by ``utt_id``.
 
-    With ``on_bad_audio='error'`` the first bad file raises :class:`BadAudioError`;
+    With ``on_bad_audio='error'`` the first bad file raises :class:`paraprobe.audio.BadAudioError`;
     with ``'skip'`` it becomes a row of ``excluded``.
     """
+    from paraprobe.audio import BadAudioError  # with the decoding, as in measure_utterance
+
     logger = logger or logging.getLogger("paraprobe")
     excluded = list(listing.excluded)
     rows = []
@@ -156,3 +161,15 @@ def write_manifest(
     manifest, excluded = build_manifest(listing, corpus_config["on_bad_audio"], threads, logger)
     write_tsv(excluded, excluded_path)
     write_tsv(manifest, manifest_path)
+
+
+def total_audio_hours(manifest_path: str | Path) -> float:
+    """Hours of audio a manifest lists: the sum of its ``duration_s`` over 3600.
+
+    What every per-utterance stage's cost follows (job runtimes are sized from it).
+    Raises ValueError naming the file when it has no ``duration_s`` column.
+    """
+    durations = read_tsv(manifest_path)
+    if "duration_s" not in durations.columns:
+        raise ValueError(f"{manifest_path}: manifest lacks column duration_s")
+    return float(durations["duration_s"].sum()) / 3600

@@ -26,13 +26,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, Wav2Vec2FeatureExtractor
-from transformers.utils import CONFIG_NAME
 
 from paraprobe.audio import TARGET_SAMPLE_RATE
 from paraprobe.framing import hop_samples
+from paraprobe.model_configs import (
+    CHECKPOINT_CONFIG_FILE,
+    CheckpointNotAvailableError,
+    UnsupportedModelError,
+    checkpoint_source,
+    is_random_init,
+    unavailable_message,
+)
 
 logger = logging.getLogger("paraprobe")
 
@@ -50,14 +56,6 @@ NON_COMPUTATIONAL_CONFIG_KEYS = (
     "dtype",
     "torch_dtype",
 )
-
-
-class CheckpointNotAvailableError(RuntimeError):
-    """A checkpoint that cannot be loaded; the message says which and how to provide it."""
-
-
-class UnsupportedModelError(ValueError):
-    """A checkpoint that is not a raw-waveform speech encoder paraprobe can frame."""
 
 
 @dataclass(frozen=True)
@@ -130,10 +128,6 @@ class ModelInfo:
         return TARGET_SAMPLE_RATE / hop_samples(self.conv_stride)
 
 
-def is_random_init(model_cfg: dict) -> bool:
-    return model_cfg.get("init", "pretrained") == "random"
-
-
 def load_model(model_cfg: dict, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, InputSettings, ModelInfo]:
     """Build the encoder a model config names, in eval mode on ``device``.
 
@@ -197,18 +191,6 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu") -> tuple[tor
     return model.to(device), input_settings, info
 
 
-def num_transformer_layers(model_cfg: dict) -> int:
-    """Transformer layers L of a model (it yields L + 1 hidden states), cheaply, for planning.
-
-    Reads ``num_layers`` if given, else the random-init config, else the checkpoint's
-    ``config.json`` (local directory or Hugging Face cache; no weights are read).
-    """
-    if "num_layers" in model_cfg:
-        return int(model_cfg["num_layers"])
-    config = random_init_config(model_cfg) if is_random_init(model_cfg) else pretrained_config(model_cfg, planning=True)
-    return int(config.num_hidden_layers)
-
-
 def random_init_config(model_cfg: dict) -> PretrainedConfig:
     """The ``architecture``'s default config with the ``config`` overrides applied.
 
@@ -231,17 +213,6 @@ def random_init_config(model_cfg: dict) -> PretrainedConfig:
     return config
 
 
-def checkpoint_source(model_cfg: dict) -> tuple[str, str | None]:
-    """(hub id or absolute local directory, revision or None) of a pretrained model config."""
-    model_id = str(model_cfg["id"])
-    expanded = Path(model_id).expanduser()
-    if expanded.is_dir():
-        return str(expanded.resolve()), None
-    if model_id.startswith(("/", "./", "../", "~")):
-        raise CheckpointNotAvailableError(f"model checkpoint directory {model_id} does not exist")
-    return model_id, model_cfg.get("revision")
-
-
 def pretrained_config(model_cfg: dict, planning: bool = False) -> PretrainedConfig:
     """The checkpoint's config (config.json only), or :class:`CheckpointNotAvailableError`."""
     source, revision = checkpoint_source(model_cfg)
@@ -249,25 +220,6 @@ def pretrained_config(model_cfg: dict, planning: bool = False) -> PretrainedConf
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=False)
     except OSError as error:
         raise CheckpointNotAvailableError(unavailable_message(model_cfg, error, planning)) from error
-
-
-def unavailable_message(model_cfg: dict, error: Exception, planning: bool = False) -> str:
-    """One line: which checkpoint is missing and how to provide it."""
-    model_id = model_cfg["id"]
-    revision = f" (revision {model_cfg['revision']})" if model_cfg.get("revision") else ""
-    download = f"hf download {model_id}" + (f" --revision {model_cfg['revision']}" if revision else "")
-    how = (
-        f"download it ahead with `{download}` (or `huggingface-cli download {model_id}`), "
-        "or set the model's `id` to a local directory holding it"
-    )
-    if planning:
-        how += ", or give the model's `num_layers` to plan the workflow without it"
-    if hub_constants.is_offline_mode():
-        return (
-            f"model checkpoint {model_id}{revision} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: {how}"
-        )
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"model checkpoint {model_id}{revision} could not be loaded ({reason}): {how}"
 
 
 def resolved_revision(source: str, revision: str | None) -> str:
@@ -278,7 +230,7 @@ def resolved_revision(source: str, revision: str | None) -> str:
     """
     if Path(source).is_dir():
         return ""
-    cached = try_to_load_from_cache(source, CONFIG_NAME, revision=revision or "main")
+    cached = try_to_load_from_cache(source, CHECKPOINT_CONFIG_FILE, revision=revision or "main")
     return Path(cached).parent.name if isinstance(cached, str) else ""
 
 

@@ -1,17 +1,26 @@
 # Config handling and helpers every stage uses.
+import functools
+import math
 import re
 
 from snakemake.utils import validate
 
-from paraprobe.acoustic import FEATURE_SETS, check_acoustic_config
-from paraprobe.config import check_paths, replace_run_lists
+from paraprobe.acoustic_columns import FEATURE_SETS, check_acoustic_config
+from paraprobe.config import check_paths, replace_run_lists, sort_mapping_keys
 from paraprobe.manifest import corpus_folds as folds_of_corpus
-from paraprobe.manifest import corpus_input_files, synthetic_audio_root
+from paraprobe.manifest import (
+    corpus_input_files,
+    synthetic_audio_root,
+    total_audio_hours,
+)
+from paraprobe.model_configs import num_transformer_layers
 
 replace_run_lists(config, workflow.config_settings.overwrite_config)
 validate(config, schema="../schemas/config.schema.yaml")
 check_paths(config)
 check_acoustic_config(config["acoustic"])
+# Config reaches jobs through params, compared by repr: key order must not count.
+sort_mapping_keys(config)
 
 OUTDIR = config["outdir"]
 CORPORA = sorted(config["corpora"])
@@ -31,6 +40,8 @@ def model_config(model):
     return config["models"][model]
 
 
+# Cached: it walks the corpus tree (7,000 files for the paper), and planning asks per model.
+@functools.cache
 def corpus_folds(corpus):
     """Fold numbers of a corpus, known before its manifest exists."""
     return folds_of_corpus(corpus_config(corpus))
@@ -38,13 +49,30 @@ def corpus_folds(corpus):
 
 def model_num_layers(model):
     """Transformer layers L of a model (hidden states layer_00..layer_LL)."""
-    from paraprobe.models import num_transformer_layers
-
     return num_transformer_layers(model_config(model))
 
 
 def manifest_path(corpus):
     return f"{OUTDIR}/{corpus}/manifest.tsv"
+
+
+def runtime_from_audio(audio_rate, overhead_minutes):
+    """A ``runtime`` resource (minutes) sized from the corpus's audio, for a job with a manifest input.
+
+    ``audio_rate`` is the audio seconds of the corpus the job gets through per wall-clock
+    second, planned low: a number, or a function (wildcards, threads) -> number. A retry
+    (``attempt`` n, with --retries) asks for n times the first attempt's time. Snakemake
+    evaluates the callable once the manifest exists, so it also works at plan time.
+    """
+
+    def runtime(wildcards, input, threads, attempt):
+        rate = audio_rate(wildcards, threads) if callable(audio_rate) else audio_rate
+        minutes = (
+            overhead_minutes + total_audio_hours(input.manifest) * 3600 / rate / 60
+        )
+        return attempt * math.ceil(minutes)
+
+    return runtime
 
 
 def corpus_inputs(wildcards):

@@ -2,7 +2,7 @@
 # frames of a subset. With extraction.shards > 1, shard jobs write parts that a merge joins.
 from functools import partial
 
-from paraprobe.embeddings import estimated_runtime_minutes
+from paraprobe.extraction_planning import PLANNING_OVERHEAD_MINUTES, planning_rate
 
 EXTRACTION = config["extraction"]
 SHARDS = EXTRACTION["shards"]
@@ -15,12 +15,11 @@ embeddings_targets = partial(expand, EMBEDDINGS, corpus=CORPORA, model=MODELS)
 # Resources of an extraction job; runtime from the manifest's total audio.
 extraction_resources = dict(
     mem_mb=EXTRACTION["mem_mb"],
-    runtime=lambda wildcards, input, threads: estimated_runtime_minutes(
-        input.manifest,
-        model_num_layers(wildcards.model),
-        EXTRACTION["device"],
-        threads,
-        SHARDS,
+    runtime=runtime_from_audio(
+        lambda wildcards, threads: planning_rate(
+            model_num_layers(wildcards.model), EXTRACTION["device"], threads, SHARDS
+        ),
+        PLANNING_OVERHEAD_MINUTES,
     ),
     gpu=1 if EXTRACTION["device"].startswith("cuda") else 0,
 )

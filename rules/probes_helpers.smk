@@ -1,8 +1,8 @@
 # Helpers of the probing rules (kept apart from the rules, as snakemake --lint asks).
 from dataclasses import asdict
 
-from paraprobe.probe.inputs import WEIGHTED_AVERAGE, probe_input_names
-from paraprobe.probe.training import probe_settings
+from paraprobe.probe.names import WEIGHTED_AVERAGE, probe_input_names
+from paraprobe.probe.settings import probe_settings
 
 PROBES = f"{OUTDIR}/{{corpus}}/probes/{{model}}"
 

@@ -13,6 +13,14 @@ SIMILARITY_FIGURES = [
 SIMILARITY_CORPORA = [corpus for corpus in CORPORA for model in MODELS]
 SIMILARITY_MODELS = [model for corpus in CORPORA for model in MODELS]
 
+# Planning throughput of a (corpus, model) job, audio seconds per second per BLAS thread,
+# for a 12-layer model: the demo's job (5 hidden states of 256 dimensions, held-out on)
+# ran at 37 audio s/s on 2 threads; a base model's 13 x 768 has about (13/5)^2 x 3^2 = 61
+# times the products, about 0.3 audio s/s per thread; planned at half that. The cost grows
+# with the number of hidden-state pairs. Plus a few minutes to load and derive.
+SIMILARITY_RATE_PER_THREAD = 0.15
+SIMILARITY_OVERHEAD_MINUTES = 10
+
 # The stage's final files for `rule all` (a partial, not a def: snakemake --lint wants
 # functions out of rule files).
 similarity_targets = partial(
@@ -48,7 +56,12 @@ rule similarity:
     resources:
         # 12 layers x 768 dims + 40 acoustic columns: about 2.5 GB, 5 GB with held-out.
         mem_mb=8000,
-        runtime=240,
+        runtime=runtime_from_audio(
+            lambda wildcards, threads: SIMILARITY_RATE_PER_THREAD
+            * threads
+            * (13 / (model_num_layers(wildcards.model) + 1)) ** 2,
+            SIMILARITY_OVERHEAD_MINUTES,
+        ),
         gpu=int(config["similarity"]["device"] == "cuda"),
     params:
         settings=config["similarity"],

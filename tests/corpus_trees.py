@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import yaml
+
+from conftest import REPO
 
 DEFAULT_SECONDS = 0.5
 
@@ -18,6 +21,13 @@ def write_tone(path: Path, seconds: float = DEFAULT_SECONDS, rate: int = 16_000,
     signal = 0.3 * np.sin(2 * np.pi * frequency * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)
     data = np.repeat(signal[:, None], channels, axis=1) if channels > 1 else signal
     soundfile.write(path, data, rate, subtype=subtype)
+    return path
+
+
+def write_empty(path: Path, *_, **__) -> Path:
+    """An empty file where a WAV goes (as :func:`write_tone` is called): planning reads only names."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
     return path
 
 
@@ -37,8 +47,11 @@ IEMOCAP_UTTERANCES = [
 ]
 
 
-def write_iemocap(root: Path, utterances=IEMOCAP_UTTERANCES) -> Path:
-    """IEMOCAP_full_release layout with evaluator lines, unlabelled turns and macOS debris."""
+def write_iemocap(root: Path, utterances=IEMOCAP_UTTERANCES, write_audio=write_tone) -> Path:
+    """IEMOCAP_full_release layout with evaluator lines, unlabelled turns and macOS debris.
+
+    ``write_audio(path)`` writes each utterance's WAV (:func:`write_empty` for a tree only planned).
+    """
     by_dialog: dict[tuple[str, str], list] = {}
     for utt_id, code, transcribed in utterances:
         session = f"Session{int(utt_id[3:5])}"
@@ -58,7 +71,7 @@ def write_iemocap(root: Path, utterances=IEMOCAP_UTTERANCES) -> Path:
             ]
             if transcribed:
                 transcripts.append(f"{utt_id} [{start:08.4f}-{end:08.4f}]: Sentence number {i}.")
-            write_tone(base / "sentences" / "wav" / dialog / f"{utt_id}.wav")
+            write_audio(base / "sentences" / "wav" / dialog / f"{utt_id}.wav")
         transcripts.insert(1, f"{dialog}_MXX0 [000.5000-001.0000]: Unlabelled turn.")
         transcripts.append("M: [LAUGHTER]")
         evaluation = base / "dialog" / "EmoEvaluation"
@@ -93,14 +106,56 @@ def ravdess_design(actor: int) -> list[str]:
     return names
 
 
-def write_ravdess(root: Path, actors=(1, 2, 3), seconds: float = DEFAULT_SECONDS) -> Path:
-    """RAVDESS layout at 48 kHz: speech, song files, a stereo and a 24-bit file, macOS debris."""
+def write_ravdess(root: Path, actors=(1, 2, 3), seconds: float = DEFAULT_SECONDS, write_audio=write_tone) -> Path:
+    """RAVDESS layout at 48 kHz: speech, song files, a stereo and a 24-bit file, macOS debris.
+
+    ``write_audio`` is called as :func:`write_tone` (:func:`write_empty` for a tree only planned).
+    """
     for actor in actors:
         folder = root / f"Actor_{actor:02d}"
         for i, name in enumerate(ravdess_design(actor)):
             stereo, deep = i == 1, i == 2
-            write_tone(folder / name, seconds, rate=48_000, channels=2 if stereo else 1,
-                       subtype="PCM_24" if deep else "PCM_16")
-        write_tone(folder / ravdess_name(3, 1, 1, 1, actor, channel=2), seconds, rate=48_000)  # song
+            write_audio(folder / name, seconds, rate=48_000, channels=2 if stereo else 1,
+                        subtype="PCM_24" if deep else "PCM_16")
+        write_audio(folder / ravdess_name(3, 1, 1, 1, actor, channel=2), seconds, rate=48_000)  # song
         (folder / f"._{ravdess_design(actor)[0]}").write_bytes(b"\x00\x05\x16\x07")
     return root
+
+
+# The paper's corpora at their real sizes, for planning the full study (tests/test_paper_plan.py,
+# bench/plan.py).
+#: IEMOCAP's utterances with a transcript and a label in the 4-class set (excited merged
+#: into happy), per session: 5,531 in all, as in the paper's setup.
+IEMOCAP_SESSION_SIZES = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
+IEMOCAP_CODES = ("neu", "ang", "sad", "hap", "exc")
+UTTERANCES_PER_DIALOG = 30
+RAVDESS_ACTORS = range(1, 25)  # 24 actors x 60 speech files = 1,440
+
+
+def paper_iemocap_utterances() -> list[tuple[str, str, bool]]:
+    """(utt_id, code, transcribed) of IEMOCAP-sized sessions, in dialogs of 30 turns."""
+    utterances = []
+    for session, size in IEMOCAP_SESSION_SIZES.items():
+        for index in range(size):
+            dialog, turn = divmod(index, UTTERANCES_PER_DIALOG)
+            speaker = "FM"[dialog % 2]
+            utt_id = f"Ses{session:02d}{speaker}_impro{dialog + 1:02d}_{'FM'[turn % 2]}{turn:03d}"
+            utterances.append((utt_id, IEMOCAP_CODES[index % len(IEMOCAP_CODES)], True))
+    return utterances
+
+
+def write_paper_trees(folder: Path) -> tuple[Path, Path, Path]:
+    """IEMOCAP and RAVDESS trees of the paper's sizes, and a config that points paper.yaml at them.
+
+    The trees hold empty files where the WAVs go: planning reads names, never audio.
+    Returns (IEMOCAP root, RAVDESS root, roots config); the roots config replaces
+    configs/paper.yaml's ``corpora`` when given after it to ``--configfile``.
+    """
+    iemocap = write_iemocap(folder / "IEMOCAP_full_release", paper_iemocap_utterances(), write_audio=write_empty)
+    ravdess = write_ravdess(folder / "RAVDESS", RAVDESS_ACTORS, write_audio=write_empty)
+    corpora = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["corpora"]
+    corpora["iemocap"]["root"] = str(iemocap)
+    corpora["ravdess"]["root"] = str(ravdess)
+    roots = folder / "roots.yaml"
+    roots.write_text(yaml.safe_dump({"corpora": corpora}))
+    return iemocap, ravdess, roots

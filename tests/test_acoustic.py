@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +15,14 @@ import pytest
 import soundfile
 import yaml
 
-from paraprobe.acoustic import (
+from paraprobe.acoustic import egemaps_lld, extract_acoustic, mfcc, utterance_features
+from paraprobe.acoustic_columns import (
     EGEMAPS,
     EGEMAPS_COLUMNS,
     F0_COLUMN,
     MFCC,
     MFCC_COLUMNS,
     check_acoustic_config,
-    egemaps_lld,
-    extract_acoustic,
-    mfcc,
-    utterance_features,
     validate_groups,
 )
 from paraprobe.audio import TARGET_SAMPLE_RATE, BadAudioError
@@ -357,11 +353,10 @@ def test_extract_acoustic_writes_the_contract(tmp_path):
         "c_noise": (0.05 * np.random.default_rng(5).standard_normal(SR // 3)).astype(np.float32),
     }
     manifest = write_corpus(tmp_path, signals)
-    groups = {"energy": ["Loudness_sma3", "HNRdBACF_sma3nz"], "mfcc": list(MFCC_COLUMNS)}
     outputs = {}
     for threads in (1, 2):
         paths = {name: tmp_path / f"threads{threads}" / f"{name}.h5" for name in (EGEMAPS, MFCC)}
-        extract_acoustic(manifest, paths, groups, threads=threads)
+        extract_acoustic(manifest, paths, threads=threads)
         outputs[threads] = paths
 
     for name, columns in ((EGEMAPS, list(EGEMAPS_COLUMNS)), (MFCC, list(MFCC_COLUMNS))):
@@ -376,8 +371,6 @@ def test_extract_acoustic_writes_the_contract(tmp_path):
             assert single["voiced"].dtype == bool and single["voiced"].shape == (offsets[-1],)
             assert np.all(np.isfinite(single["values"][:]))
             assert single.attrs["frame_rate_hz"] == 50.0
-            expected_groups = {"energy": groups["energy"]} if name == EGEMAPS else {"mfcc": groups["mfcc"]}
-            assert json.loads(single.attrs["groups"]) == expected_groups
             # The first utterance's rows are its features; the worker pool changes nothing.
             direct = utterance_features(soundfile.read(tmp_path / "a_vowel.wav", dtype="float32")[0])
             np.testing.assert_array_equal(single["values"][offsets[0] : offsets[1]], direct.values[name])
@@ -395,7 +388,7 @@ def test_audio_broken_since_the_manifest_names_the_file(tmp_path, threads):
     (tmp_path / "b.wav").write_bytes(b"not audio any more")
     paths = {name: tmp_path / "out" / f"{name}.h5" for name in (EGEMAPS, MFCC)}
     with pytest.raises(BadAudioError, match=r"b\.wav: unreadable"):
-        extract_acoustic(manifest, paths, {"mfcc": list(MFCC_COLUMNS)}, threads=threads)
+        extract_acoustic(manifest, paths, threads=threads)
     assert list((tmp_path / "out").iterdir()) == []
 
 

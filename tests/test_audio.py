@@ -41,6 +41,17 @@ def test_every_depth_and_container_reads_the_same_signal(tmp_path, subtype, suff
     np.testing.assert_allclose(loaded, signal, atol=1e-4)
 
 
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_16_bit_pcm_decodes_to_exactly_libsndfile_floats(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    samples = rng.integers(-(2**15), 2**15, size=(4_000, 2), dtype=np.int16)  # every extreme value possible
+    samples[:2] = [[-(2**15), 2**15 - 1], [2**15 - 1, -(2**15)]]
+    path = tmp_path / f"noise{suffix}"
+    soundfile.write(path, samples, 16_000, subtype="PCM_16")
+    expected = soundfile.read(path, dtype="float32")[0].mean(axis=1)
+    np.testing.assert_array_equal(load_audio(path), expected)
+
+
 def test_stereo_is_averaged_to_mono(tmp_path):
     left, right = np.full(8_000, 0.5), np.full(8_000, -0.1)
     path = tmp_path / "stereo.wav"

@@ -8,7 +8,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from paraprobe.config import ConfigError, check_paths, replace_run_lists
+from paraprobe.config import ConfigError, check_paths, replace_run_lists, sort_mapping_keys
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
@@ -69,6 +69,21 @@ def test_user_corpora_and_models_replace_the_demo_other_keys_merge():
     replace_run_lists(merged, user)
     assert list(merged["corpora"]) == ["rav"]
     assert merged["models"] == config["models"]
+
+
+def test_mapping_keys_are_sorted_except_the_feature_groups():
+    config = {
+        "models": {"B": {"seed": 0, "init": "random"}, "A": {"id": "x"}},
+        "probe": {"seeds": [1, 0], "patience": 5},
+        "acoustic": {"threads": 2, "groups": {"mfcc": ["mfcc1", "mfcc0"], "energy": ["Loudness_sma3"]}},
+    }
+    sort_mapping_keys(config)
+    assert list(config) == ["acoustic", "models", "probe"]
+    assert list(config["models"]) == ["A", "B"] and list(config["models"]["B"]) == ["init", "seed"]
+    assert config["probe"]["seeds"] == [1, 0]  # lists keep their order
+    assert list(config["acoustic"]) == ["groups", "threads"]
+    assert list(config["acoustic"]["groups"]) == ["mfcc", "energy"]  # reported in this order
+    assert config["acoustic"]["groups"]["mfcc"] == ["mfcc1", "mfcc0"]
 
 
 def snakemake_dry_run(tmp_path, user_config: dict):

@@ -7,7 +7,14 @@ from corpus_trees import ravdess_design, write_iemocap, write_ravdess, write_ton
 from paraprobe.audio import BadAudioError
 from paraprobe.corpora import CorpusError, assign_speaker_folds
 from paraprobe.io import read_tsv
-from paraprobe.manifest import MANIFEST_COLUMNS, build_manifest, corpus_folds, list_corpus, write_manifest
+from paraprobe.manifest import (
+    MANIFEST_COLUMNS,
+    build_manifest,
+    corpus_folds,
+    list_corpus,
+    total_audio_hours,
+    write_manifest,
+)
 
 IEMOCAP = {"format": "iemocap", "require_transcript": True, "on_bad_audio": "error"}
 RAVDESS = {"format": "ravdess", "folds": 4, "seed": 0, "merge_calm": False, "on_bad_audio": "error"}
@@ -161,3 +168,19 @@ def test_no_usable_utterance_is_an_error(tmp_path):
 def test_ravdess_without_wav_files_is_an_error(tmp_path):
     with pytest.raises(CorpusError, match="no .wav files"):
         list_corpus({**RAVDESS, "root": str(tmp_path)})
+
+
+def test_total_audio_hours_sums_the_measured_durations(tmp_path):
+    for name, seconds in (("a", 0.5), ("b", 1.25), ("c", 2.0)):
+        write_tone(tmp_path / f"{name}.wav", seconds=seconds)
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker\na.wav,x,A\nb.wav,x,B\nc.wav,y,C\n")
+    write_manifest({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0, "on_bad_audio": "error"},
+                   tmp_path / "manifest.tsv", tmp_path / "excluded.tsv")
+    assert total_audio_hours(tmp_path / "manifest.tsv") == pytest.approx(3.75 / 3600)
+
+
+def test_total_audio_hours_names_a_manifest_without_durations(tmp_path):
+    (tmp_path / "manifest.tsv").write_text("utt_id\tpath\na\ta.wav\n")
+    with pytest.raises(ValueError, match=r"manifest\.tsv: manifest lacks column duration_s"):
+        total_audio_hours(tmp_path / "manifest.tsv")

@@ -18,18 +18,19 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
 
 from paraprobe.audio import BadAudioError, load_audio
+from paraprobe import batching
 from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, FEATURE_ENCODER_MODES, assign_to_shards, plan_batches
 from paraprobe import embedding_store
 from paraprobe.embeddings import (
     ExtractionSettings,
     LayerPooler,
-    estimated_runtime_minutes,
     extract_embeddings,
     frame_subset,
     layer_names,
     merge_shards,
     pad_batch,
 )
+from paraprobe.extraction_planning import PLANNING_RATE_PER_GPU, planning_rate
 from paraprobe.framing import num_model_frames
 from paraprobe.io import write_tsv
 from paraprobe.manifest import file_sha1
@@ -194,6 +195,40 @@ def hugging_face_single(model, values: np.ndarray) -> np.ndarray:
         return torch.stack(model(torch.from_numpy(values)[None], output_hidden_states=True).hidden_states)[:, 0].numpy()
 
 
+@pytest.mark.parametrize("stride,groups,window_elements", [(5, 1, 2**28), (2, 1, 500), (3, 4, 2**28), (1, 4, 300)])
+def test_convolution_as_matrix_product_equals_conv1d(monkeypatch, stride, groups, window_elements):
+    monkeypatch.setattr(batching, "WINDOW_ELEMENTS", window_elements)  # small: several slices of utterances
+    rng = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 40, 8, generator=rng)  # (B, T, C) channels-last
+    conv = torch.nn.Conv1d(8, 12, kernel_size=5, stride=stride, groups=groups)
+    expected = conv(hidden.transpose(1, 2)).transpose(1, 2)
+    out = batching.conv1d_as_matmul(hidden, conv.weight, conv.bias, stride, groups)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("taps,padding,groups", [(128, 64, 4), (19, 9, 2), (4, 0, 1)])
+def test_fourier_convolution_equals_conv1d(taps, padding, groups):
+    rng = torch.Generator().manual_seed(1)
+    conv = torch.nn.Conv1d(8, 8, kernel_size=taps, padding=padding, groups=groups)
+    hidden = torch.randn(2, 8, 150, generator=rng)
+    torch.testing.assert_close(batching.FourierConv1d(conv)(hidden), conv(hidden), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [6, 2])
+def test_group_norm_over_valid_steps_equals_group_norm_of_each_sequence_alone(groups):
+    rng = torch.Generator().manual_seed(2)
+    norm = torch.nn.GroupNorm(groups, 6)
+    torch.nn.init.normal_(norm.weight, generator=rng), torch.nn.init.normal_(norm.bias, generator=rng)
+    hidden = 3 + 2 * torch.randn(3, 50, 6, generator=rng)  # (B, T, C), padding included
+    valid = [50, 31, 7]
+    out = batching.valid_steps_group_norm(hidden, norm, valid)
+    for b, steps in enumerate(valid):
+        alone = norm(hidden[b : b + 1, :steps].transpose(1, 2)).transpose(1, 2)[0]
+        torch.testing.assert_close(out[b, :steps], alone, rtol=1e-4, atol=1e-5)
+    all_steps = norm(hidden.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(batching.valid_steps_group_norm(hidden, norm, None), all_steps, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("model_type,overrides", [("wav2vec2", KINDS["group"]), ("data2vec-audio", {})])
 def test_plain_attention_mask_is_not_exact_for_these_models(tmp_path, model_type, overrides):
     """The control: what ExactBatching repairs (GroupNorm over padding; data2vec's positional convolutions)."""
@@ -320,14 +355,30 @@ def test_block_copy_puts_every_utterance_where_the_offsets_say(tmp_path, monkeyp
         np.testing.assert_array_equal(destination[()][copied], expected[copied])
 
 
-def test_runtime_estimate_scales_with_audio_layers_device_and_shards(tmp_path):
-    write_tsv(pd.DataFrame({"utt_id": ["a", "b"], "duration_s": [1800.0, 1800.0]}), tmp_path / "manifest.tsv")
-    manifest = tmp_path / "manifest.tsv"
-    # 3600 s at 0.5 audio s/s per thread on 2 threads: 60 minutes, plus 10 for loading.
-    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 1) == 70
-    assert estimated_runtime_minutes(manifest, 24, "auto", 2, 1) == 130
-    assert estimated_runtime_minutes(manifest, 12, "cpu", 2, 4) == 25
-    assert estimated_runtime_minutes(manifest, 12, "cuda", 2, 1) == 11
+def test_pooled_rows_staged_in_any_order_are_stored_in_row_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding_store, "COPY_BLOCK_BYTES", 3 * 2 * 4 * 4)  # 3 rows of 2 states x 4 floats
+    rng = np.random.default_rng(3)
+    expected = rng.standard_normal((2, 20, 4)).astype(np.float32)  # (states, rows, D)
+    computed = np.array([0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 17, 19])  # runs of rows, longer than a block
+    with h5py.File(tmp_path / "pooled.h5", "w") as handle:
+        datasets = [handle.create_dataset(f"s{state}", shape=(20, 4), dtype=np.float32) for state in range(2)]
+        with embedding_store.PooledRowScratch(tmp_path, 2, 4) as scratch:
+            for batch in np.array_split(rng.permutation(computed), 4):
+                scratch.write(batch, expected[:, batch])
+            scratch.store(datasets, computed)
+        stored = np.stack([dataset[()] for dataset in datasets])
+    np.testing.assert_array_equal(stored[:, computed], expected[:, computed])
+    untouched = np.setdiff1d(np.arange(20), computed)  # rows the job did not compute stay as they were
+    np.testing.assert_array_equal(stored[:, untouched], 0)
+    assert [path.name for path in tmp_path.iterdir()] == ["pooled.h5"]  # the scratch file is gone
+
+
+def test_planning_rate_scales_with_layers_device_threads_and_shards():
+    # 0.5 audio s/s per CPU thread for 12 layers; half as fast with twice the layers.
+    assert planning_rate(12, "cpu", 2, 1) == 1.0
+    assert planning_rate(24, "auto", 2, 1) == 0.5
+    assert planning_rate(12, "cpu", 2, 4) == 4.0  # each shard job covers a quarter of the corpus
+    assert planning_rate(12, "cuda", 2, 1) == PLANNING_RATE_PER_GPU == 200.0
 
 
 def test_shards_balance_batch_costs():

@@ -13,13 +13,13 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
 
-from paraprobe.models import (
+from paraprobe.model_configs import (
+    CHECKPOINT_CONFIG_FILE,
     CheckpointNotAvailableError,
-    InputSettings,
     UnsupportedModelError,
-    load_model,
     num_transformer_layers,
 )
+from paraprobe.models import InputSettings, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -59,6 +59,25 @@ def test_num_transformer_layers_from_override_random_config_and_local_directory(
     config = AutoConfig.for_model("hubert", **TINY)
     config.save_pretrained(tmp_path)  # config.json only: planning reads no weights
     assert num_transformer_layers({"id": str(tmp_path)}) == 3
+
+
+def test_planning_reads_config_json_without_importing_torch_or_transformers(tmp_path):
+    from transformers.utils import CONFIG_NAME
+
+    assert CHECKPOINT_CONFIG_FILE == CONFIG_NAME
+    AutoConfig.for_model("wavlm", **TINY).save_pretrained(tmp_path)
+    script = (
+        "import sys; from paraprobe.model_configs import num_transformer_layers; "
+        f"print(num_transformer_layers({{'id': {str(tmp_path)!r}}}), 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["3", "False", "False"], result.stderr[-2000:]
+
+
+def test_checkpoint_directory_without_config_json_is_named(tmp_path):
+    with pytest.raises(CheckpointNotAvailableError, match=f"directory {tmp_path} has no config.json"):
+        num_transformer_layers({"id": str(tmp_path)})
 
 
 def test_local_directory_round_trip_keeps_the_fingerprint(tmp_path):
@@ -101,7 +120,8 @@ def test_input_normalisation_matches_the_hugging_face_feature_extractor():
 
 OFFLINE_SCRIPT = """
 import json
-from paraprobe.models import CheckpointNotAvailableError, load_model, num_transformer_layers
+from paraprobe.model_configs import CheckpointNotAvailableError, num_transformer_layers
+from paraprobe.models import load_model
 report = {}
 _, _, info = load_model({"id": "org/tiny"})
 report["revision"] = info.revision

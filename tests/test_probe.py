@@ -15,13 +15,9 @@ from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 
 from paraprobe.io import read_tsv, write_tsv
 from paraprobe.probe.crossval import run_probe_fold
-from paraprobe.probe.inputs import (
-    build_probe_inputs,
-    layer_name,
-    load_pooled_layers,
-    probe_input_names,
-)
+from paraprobe.probe.inputs import build_probe_inputs, load_pooled_layers
 from paraprobe.probe.metrics import classification_scores, confusion_matrix
+from paraprobe.probe.names import layer_name, probe_input_names
 from paraprobe.probe.report import (
     collect_probe_runs,
     table1,
@@ -31,13 +27,9 @@ from paraprobe.probe.report import (
     write_table1,
     plot_probe_ua,
 )
+from paraprobe.probe.settings import ProbeSettings, probe_settings
 from paraprobe.probe.splits import fold_split
-from paraprobe.probe.training import (
-    EarlyStopping,
-    ProbeSettings,
-    probe_settings,
-    train_probes,
-)
+from paraprobe.probe.training import EarlyStopping, train_probes
 
 NUM_LAYERS = 4  # transformer layers L: hidden states layer_00..layer_04
 PLANTED_LAYER = 2

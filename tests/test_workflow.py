@@ -1,31 +1,11 @@
 """Run the workflow itself on the embedded demo, as a user would."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from conftest import snakemake
 from paraprobe.io import read_tsv
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
-        capture_output=True, text=True, timeout=1800,
-    )
-
-
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """One complete demo run, shared by the tests that read its outputs."""
-    workdir = tmp_path_factory.mktemp("demo")
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return workdir / "results"
 
 
 def test_demo_writes_the_manifest(demo_run):
@@ -95,7 +75,7 @@ def test_demo_writes_the_similarity_tables_figures_and_table3(demo_run):
 def test_demo_writes_every_probe_fold_and_the_probe_tables_and_figures(demo_run):
     import json
 
-    from paraprobe.probe.inputs import probe_input_names
+    from paraprobe.probe.names import probe_input_names
 
     inputs = probe_input_names(4)  # the demo model: 4 transformer layers
     for name in inputs:

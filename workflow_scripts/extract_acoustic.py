@@ -4,7 +4,6 @@ from paraprobe.progress import setup_job_logging
 extract_acoustic(
     snakemake.input.manifest,
     {"egemaps": snakemake.output.egemaps, "mfcc": snakemake.output.mfcc},
-    snakemake.params.groups,
     threads=snakemake.threads,
     conv_kernel=snakemake.params.conv_kernel,
     conv_stride=snakemake.params.conv_stride,

@@ -1,7 +1,7 @@
 """Train every input's probe on one fold of one corpus and model (rule probe_fold_*)."""
 
 from paraprobe.probe.crossval import run_probe_fold
-from paraprobe.probe.training import ProbeSettings
+from paraprobe.probe.settings import ProbeSettings
 from paraprobe.progress import setup_job_logging
 
 setup_job_logging(snakemake.log[0])

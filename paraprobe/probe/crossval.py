@@ -34,10 +34,12 @@ import pandas as pd
 import torch
 
 from paraprobe.io import atomic_path, read_tsv, write_tsv
-from paraprobe.probe.inputs import WEIGHTED_AVERAGE, build_probe_inputs, load_pooled_layers
+from paraprobe.probe.inputs import build_probe_inputs, load_pooled_layers
 from paraprobe.probe.metrics import classification_scores, confusion_matrix
+from paraprobe.probe.names import WEIGHTED_AVERAGE
+from paraprobe.probe.settings import ProbeSettings
 from paraprobe.probe.splits import FoldSplit, fold_split
-from paraprobe.probe.training import ProbeResults, ProbeSettings, train_probes
+from paraprobe.probe.training import ProbeResults, train_probes
 
 logger = logging.getLogger("paraprobe")
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from paraprobe.io import atomic_path, read_tsv, write_tsv
 from paraprobe.plotting import PALETTE, apply_style, save_figure
-from paraprobe.probe.inputs import COMBINED_INPUTS, layer_index
+from paraprobe.probe.names import COMBINED_INPUTS, layer_index
 
 #: Table 1's rows: (input of probe_ua.tsv, label in the paper); the best layer comes first.
 TABLE1_ROWS = (
