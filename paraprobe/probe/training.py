@@ -128,8 +128,8 @@ class _ProbeStack:
 
     One stack holds the fixed-input probes (each reads its own input), another the
     weighted-average probe (reads the mix of the layers). Gradients are written by hand into
-    buffers kept across steps (the MLP's backward pass is a few batched products; autograd's
-    graph and fresh gradient tensors cost more than the arithmetic at these sizes).
+    buffers kept across steps: the MLP's backward pass is a few batched products, with no
+    autograd graph to record and no fresh gradient tensors each step.
     """
 
     def __init__(
