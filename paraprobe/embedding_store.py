@@ -9,7 +9,6 @@ shards), and finds the rows of a previous file that may be reused.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,8 +64,8 @@ class PooledRowScratch:
 
     h5py writes a list of rows one hyperslab at a time: about 20 ms per layer for a
     batch of 200 rows, more than a GPU's forward pass of that batch. Rows go instead to
-    an unlinked scratch file at their final positions (one ``os.pwrite`` per row, all
-    hidden states together) and reach the datasets in contiguous blocks of at most
+    an unlinked scratch file at their final positions (one write per row, all hidden
+    states together) and reach the datasets in contiguous blocks of at most
     :data:`COPY_BLOCK_BYTES`; host memory stays bounded whatever the corpus size.
 
     Parameters
@@ -92,7 +91,8 @@ class PooledRowScratch:
         """Stage ``pooled`` (L + 1, B, D) float32 as rows ``rows`` (B,), in any order."""
         by_row = np.ascontiguousarray(pooled.transpose(1, 0, 2), dtype=np.float32)
         for row, values in zip(rows, by_row, strict=True):
-            os.pwrite(self._file.fileno(), values, int(row) * self.row_bytes)
+            self._file.seek(int(row) * self.row_bytes)
+            self._file.write(values)
 
     def store(self, datasets: Sequence[h5py.Dataset], rows: np.ndarray) -> None:
         """Copy the staged ``rows`` (increasing) into ``datasets`` (one (R, D) dataset per state)."""
@@ -102,7 +102,8 @@ class PooledRowScratch:
             for start in range(int(run[0]), int(run[-1]) + 1, max_rows):
                 stop = min(start + max_rows, int(run[-1]) + 1)
                 block = np.empty((stop - start, *self.row_shape), dtype=np.float32)
-                if os.preadv(self._file.fileno(), [block], start * self.row_bytes) != block.nbytes:
+                self._file.seek(start * self.row_bytes)
+                if self._file.readinto(block) != block.nbytes:
                     raise OSError(f"scratch file of pooled rows is short at rows {start}-{stop}")
                 for state, dataset in enumerate(datasets):
                     dataset[start:stop] = block[:, state]
