@@ -21,8 +21,8 @@ while the model runs; pooling happens on the device, and only pooled vectors and
 subset's frames cross to the host, where a writer thread stores them while the device
 computes the next batch: frames straight into the HDF5 file, pooled rows through
 :class:`paraprobe.embedding_store.PooledRowScratch` (host memory does not grow with the
-corpus). With ``num_shards > 1`` a job computes the
-batches :func:`paraprobe.batching.assign_to_shards` gives it and writes a part file;
+corpus). With ``num_shards > 1`` a job computes the batches
+:func:`paraprobe.batching.assign_to_shards` gives it and writes a part file;
 :func:`merge_shards` joins the parts into the file one job would write. Rows of a
 previous output with the same model, settings and audio hash are copied, not recomputed
 (:mod:`paraprobe.embedding_store` holds the file layout and the copying). Every file is
