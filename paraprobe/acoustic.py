@@ -83,18 +83,10 @@ SOURCE_HOP_SAMPLES = 160
 #: 20 ms centre would shift pitch one wav2vec2 frame early (tests/test_acoustic.py).
 EGEMAPS_SHORT_WINDOW_SAMPLES = 320
 EGEMAPS_PITCH_WINDOW_SAMPLES = 960
+#: F0 itself, what is measured relative to it (harmonic and formant amplitudes), and what is
+#: measured over its periods (jitter, shimmer, HNR).
 EGEMAPS_PITCH_WINDOW_COLUMNS = frozenset(
-    {
-        "F0semitoneFrom27.5Hz_sma3nz",
-        "jitterLocal_sma3nz",
-        "shimmerLocaldB_sma3nz",
-        "HNRdBACF_sma3nz",
-        "logRelF0-H1-H2_sma3nz",
-        "logRelF0-H1-A3_sma3nz",
-        "F1amplitudeLogRelF0_sma3nz",
-        "F2amplitudeLogRelF0_sma3nz",
-        "F3amplitudeLogRelF0_sma3nz",
-    }
+    column for column in EGEMAPS_COLUMNS if "F0" in column or column.startswith(("jitter", "shimmer", "HNR"))
 )
 #: (25,) analysis window of each eGeMAPS column, in samples.
 EGEMAPS_WINDOW_SAMPLES = np.array(
