@@ -12,7 +12,7 @@ Both read the same synthetic utterances from WAV files (log-normal lengths, medi
   pooled there with numpy (frames kept for the frame subset);
 * paraprobe: :class:`paraprobe.embeddings.EmbeddingExtractor` writing the HDF5 file with
   the default settings (length-bucketed exact batches, pooling on the device, decoding
-  in background threads; float16 autocast on a GPU) and the default frame subset's share
+  in worker processes; float16 autocast on a GPU) and the default frame subset's share
   of utterances (500 of IEMOCAP's 5,531, about 9 %).
 
 Prints audio seconds per second of each and their ratio (with ``--rounds R``, the two
@@ -50,7 +50,9 @@ from transformers.utils import logging as transformers_logging
 
 from paraprobe.audio import load_audio
 from paraprobe.embeddings import (
+    BatchInputs,
     EmbeddingExtractor,
+    decoded_batches,
     ExtractionSettings,
     frame_subset,
     layer_names,
@@ -143,11 +145,9 @@ def naive_loop(
 def forward_passes_only(extractor: EmbeddingExtractor, manifest: pd.DataFrame, keep_frames: np.ndarray) -> Clock:
     """Clock of paraprobe's forward passes (pooling and host copies included) over batches decoded beforehand."""
     num_samples = manifest_num_samples(manifest)
-    paths = manifest["path"].to_numpy()
     batches = shard_batches(num_samples, extractor.budget_samples, 0, 1)
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        load = functools.partial(extractor.load_input, paths, num_samples)
-        padded = [extractor.collate(list(pool.map(load, batch))) for batch in batches]
+    dataset = BatchInputs(manifest["path"].to_numpy(), num_samples, extractor.inputs, batches)
+    padded = list(decoded_batches(dataset, os.cpu_count(), pin_memory=extractor.device.type == "cuda"))
     with Clock(extractor.device) as clock:
         for batch, values in zip(batches, padded, strict=True):
             extractor.pooler(values, num_samples[batch].tolist(), keep_frames[batch].tolist())
@@ -155,7 +155,11 @@ def forward_passes_only(extractor: EmbeddingExtractor, manifest: pd.DataFrame, k
 
 
 def paraprobe_run(extractor: EmbeddingExtractor, manifest_path: Path, output: Path) -> tuple[np.ndarray, Clock]:
-    """Pooled (L + 1, N, D) read back from the file, and the clock of writing it."""
+    """Pooled (L + 1, N, D) read back from the file, and the clock of writing it.
+
+    A previous round's file is removed first, as Snakemake removes a job's outputs before it runs.
+    """
+    output.unlink(missing_ok=True)
     with Clock(extractor.device) as clock:
         extractor.extract(manifest_path, output)
     with h5py.File(output, "r") as handle:

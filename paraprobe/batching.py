@@ -17,7 +17,7 @@ The convolutional feature encoder (CNN) runs in one of two exact ways:
   GroupNorm (``feat_extract_norm == "group"``: wav2vec2-base, HuBERT-base) normalises
   each channel over *all* time steps, padding included; Hugging Face's model does not
   pass the attention mask to it, which is why its docs advise against batching these
-  models. :func:`valid_steps_group_norm` takes each utterance's statistics over its
+  models. :func:`group_normalised_kernels` takes each utterance's statistics over its
   valid steps instead. What padded steps hold afterwards no valid frame ever reads.
 
 In the transformer:
@@ -30,10 +30,12 @@ In the transformer:
 - everything else acts on one frame at a time (linear layers, LayerNorm over channels).
 
 In ``batched`` mode, meant for a GPU, the CNN's convolutions run as matrix products over
-windows of frames (:func:`conv1d_as_matmul`) and the transformer's through FFTs
-(:class:`FourierConv1d`): cuDNN's own choices for these shapes (one input channel in the
-first layer; 16 groups and 128 taps in the positional convolution) do not use the tensor
-cores and took most of a GPU's time.
+strided views of the input (:func:`conv1d_as_matmul`), its GroupNorm folded into the
+first one, and the transformer's convolutions through FFTs (:class:`FourierConv1d`):
+cuDNN's own choices for these shapes (one input channel in the first layer; 16 groups
+and 128 taps in the positional convolution) do not use the tensor cores and took most
+of a GPU's time. (On a CPU the FFT of the positional kernel alone, 36,864 transforms,
+costs more than the direct convolution of a short batch.)
 
 :class:`ExactBatching` installs these on a model; the tests compare batched with
 one-at-a-time extraction for every model type in :data:`EXACT_BATCHING_MODEL_TYPES`.
@@ -57,101 +59,164 @@ EXACT_BATCHING_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "
 FEATURE_ENCODER_MODES = ("per_utterance", "batched")
 
 
-#: Elements of the largest window matrix :func:`conv1d_as_matmul` builds at once (512 MiB in float16).
-WINDOW_ELEMENTS = 2**28
+#: Narrower windows (taps x input channels) are copied into a window matrix: one product with a
+#: reduction dimension of a multiple of 8 keeps fast tensor-core kernels (wav2vec2's first layer: 10).
+WINDOW_MATRIX_MAX_WIDTH = 64
+#: Time steps per partial sum of the window statistics: parallel work for long sequences.
+STATISTICS_CHUNK_STEPS = 4096
 
 
 def conv1d_as_matmul(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, groups: int
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int
 ) -> torch.Tensor:
-    """A 1-D convolution without padding or dilation, of channels-last input, as matrix products.
+    """A 1-D convolution without padding, dilation or groups, of channels-last input, as matrix products.
 
     Parameters
     ----------
     hidden : (B, T, C_in) tensor
-    weight : (C_out, C_in / groups, k) tensor
-        An ``nn.Conv1d`` weight.
-    bias : (C_out,) tensor or None
-    stride, groups : int
+    weight : (C_out, C_in, k) tensor (an ``nn.Conv1d`` weight), or (B, C_out, C_in, k): one kernel per sequence
+    bias : (C_out,) or (B, C_out) tensor, or None
+    stride : int
 
     Returns
     -------
     (B, (T - k) // stride + 1, C_out) tensor
         In the dtype autocast gives a matrix product (float16 under CUDA autocast).
 
-    The k input frames of each output frame are copied side by side into a window matrix
-    (in slices of utterances of at most :data:`WINDOW_ELEMENTS` elements) and multiplied
-    by the kernel, one batched product over groups.
+    Narrow windows (k * C_in <= :data:`WINDOW_MATRIX_MAX_WIDTH`) are copied into a window
+    matrix with a column of ones for the bias, one product. Otherwise the input is read
+    in blocks of ``stride`` consecutive steps: output step t takes its taps
+    ``[m * stride, (m + 1) * stride)`` from block ``t + m``, and each block of taps is one
+    batched product over a strided view of the input (rows ``stride * C_in`` elements
+    apart), accumulated in place; no window is copied (two products for wav2vec2's (3, 2)
+    layers, one for its (2, 2) layers).
     """
     if torch.is_autocast_enabled(hidden.device.type):
-        hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))  # copy windows in the product's dtype
+        hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))  # read the windows in the product's dtype
     hidden = hidden.contiguous()
     batch, steps, in_channels = hidden.shape
-    out_channels, group_in, taps = weight.shape
-    group_out = out_channels // groups
+    kernels = weight if weight.dim() == 4 else weight[None]  # (1 or B, C_out, C_in, k)
+    taps = kernels.shape[-1]
+    if taps * in_channels <= WINDOW_MATRIX_MAX_WIDTH:
+        windows = window_matrix(hidden, taps, stride, with_ones=bias is not None)
+        kernel = flat_kernel(kernels, 0, taps)
+        if bias is not None:
+            kernel = torch.cat([kernel, (bias if bias.dim() == 2 else bias[None])[:, None, :]], dim=1)
+        kernel = nn.functional.pad(kernel, (0, 0, 0, windows.shape[-1] - kernel.shape[1])).to(windows.dtype)
+        return torch.matmul(windows, kernel[0]) if len(kernel) == 1 else torch.bmm(windows, kernel)
     out_steps = (steps - taps) // stride + 1
-    # kernel[g, j * group_in + c, o] = weight[g * group_out + o, c, j]
-    kernel = weight.view(groups, group_out, group_in, taps).permute(0, 3, 2, 1).reshape(groups, -1, group_out)
-    windows = hidden.as_strided(
-        (batch, out_steps, groups, taps, group_in),
-        (steps * in_channels, stride * in_channels, group_in, in_channels, 1),
-    )
-    per_slice = max(1, WINDOW_ELEMENTS // max(1, out_steps * taps * in_channels))
-    pieces = []
-    for start in range(0, batch, per_slice):
-        window_matrix = windows[start : start + per_slice].permute(2, 0, 1, 3, 4).reshape(groups, -1, taps * group_in)
-        product = torch.bmm(window_matrix, kernel.to(window_matrix.dtype))  # (G, b T_out, C_out / G)
-        product = product.view(groups, -1, out_steps, group_out).permute(1, 2, 0, 3)
-        pieces.append(product.reshape(-1, out_steps, out_channels))
-    out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
-    return out if bias is None else out + bias.to(out.dtype)
+    out = None
+    for first in range(0, taps, stride):
+        used = min(stride, taps - first)
+        view = hidden.as_strided(
+            (batch, out_steps, used * in_channels),
+            (steps * in_channels, stride * in_channels, 1),
+            hidden.storage_offset() + first * in_channels,
+        )
+        kernel = flat_kernel(kernels, first, used).to(view.dtype).expand(batch, -1, -1)
+        out = torch.bmm(view, kernel) if out is None else out.baddbmm_(view, kernel)
+    if bias is not None:
+        out += (bias[:, None, :] if bias.dim() == 2 else bias).to(out.dtype)
+    return out
 
 
-def valid_steps_group_norm(
-    hidden: torch.Tensor, norm: nn.GroupNorm, valid_steps: Sequence[int] | None
-) -> torch.Tensor:
-    """``norm`` of channels-last input, each sequence's statistics over its first ``valid_steps[b]`` steps.
+def flat_kernel(kernels: torch.Tensor, first: int, taps: int) -> torch.Tensor:
+    """(n, taps * C_in, C_out) matrices of taps ``[first, first + taps)`` of (n, C_out, C_in, k) kernels.
+
+    Row ``j * C_in + c`` holds tap ``first + j`` of input channel c: the order of a
+    channels-last window.
+    """
+    return kernels[..., first : first + taps].permute(0, 3, 2, 1).reshape(len(kernels), taps * kernels.shape[2], -1)
+
+
+def window_matrix(hidden: torch.Tensor, taps: int, stride: int, with_ones: bool) -> torch.Tensor:
+    """(B, T_out, W) windows of channels-last (B, T, C_in) input; W a multiple of 8.
+
+    Columns ``[0, taps * C_in)`` hold each output step's window (channels-last order),
+    then a column of ones if ``with_ones``, then zeros.
+    """
+    batch, steps, in_channels = hidden.shape
+    out_steps = (steps - taps) // stride + 1
+    width = taps * in_channels
+    windows = hidden.new_zeros((batch, out_steps, -(-(width + with_ones) // 8) * 8))
+    windows[..., :width] = hidden.as_strided((batch, out_steps, width), (steps * in_channels, stride * in_channels, 1))
+    if with_ones:
+        windows[..., width] = 1
+    return windows
+
+
+def group_normalised_kernels(
+    hidden: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, valid_steps: Sequence[int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence kernels and biases that compute ``norm(conv(x))`` in one convolution.
+
+    Each sequence's GroupNorm statistics cover its first ``valid_steps[b]`` output steps
+    (all of them for None). The convolution is linear, so the mean and mean square of
+    output channel o follow from the input windows' first and second moments (windows of
+    k * C_in values, 10 for wav2vec2's first layer). With a column of ones appended to
+    each window, w_o the flattened kernel with the bias b_o appended, and
+    S = E[window window^T] (whose last row is the mean window),
+
+        E[y_o] = w_o . S[-1],    E[y_o^2] = w_o S w_o^T.
+
+    The normalisation's scale and shift then fold into the kernel and bias, and a padded
+    batch's largest activation (the first layer's output) is written once, instead of
+    being read and rewritten for masking, two reductions and the normalisation.
 
     Parameters
     ----------
-    hidden : (B, T, C) tensor
-    norm : nn.GroupNorm
-        Its groups, epsilon and affine parameters.
-    valid_steps : sequence of int, or None for all T steps of every sequence
+    hidden : (B, T, C_in) tensor, channels-last input of ``conv``
+    conv : nn.Conv1d without padding, dilation or groups
+    norm : nn.GroupNorm over ``conv``'s output channels
+    valid_steps : sequence of int, or None
 
     Returns
     -------
-    (B, T, C) float32 tensor (GroupNorm runs in float32 under autocast too)
+    weight : (B, C_out, C_in, k) float32 tensor
+    bias : (B, C_out) float32 tensor
+        For :func:`conv1d_as_matmul`.
 
-    Padded steps are zeroed first, so plain sums over all steps are the valid steps' sums;
-    the variance is E[x²] - E[x]² in float32, exact enough for the near-zero-mean outputs of
-    a bias-free convolution of a waveform.
+    Statistics are computed in float32 (partial sums over :data:`STATISTICS_CHUNK_STEPS`
+    steps); the variance is E[y^2] - E[y]^2, exact enough for the near-zero-mean outputs
+    of a convolution of a normalised waveform.
     """
-    batch, steps, channels = hidden.shape
-    per_group = channels // norm.num_groups
-    if valid_steps is None:
-        counts = torch.full((batch, 1), steps * per_group, device=hidden.device, dtype=torch.float32)
-    else:
-        hidden = hidden.masked_fill(~length_mask(valid_steps, steps, hidden.device)[:, :, None], 0)
-        counts = torch.as_tensor(valid_steps, device=hidden.device, dtype=torch.float32)[:, None] * per_group
-    grouped = hidden.view(batch, steps, norm.num_groups, per_group)
-    mean = grouped.sum(dim=(1, 3), dtype=torch.float32) / counts  # (B, G)
-    mean_square = torch.linalg.vector_norm(grouped, dim=(1, 3), dtype=torch.float32).square() / counts
-    scale = torch.rsqrt((mean_square - mean.square()).clamp_min(0) + norm.eps)
-    shift = -mean * scale
-    scale, shift = scale.repeat_interleave(per_group, dim=1), shift.repeat_interleave(per_group, dim=1)  # (B, C)
-    if norm.affine:
-        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
-    return torch.addcmul(shift[:, None, :], hidden, scale[:, None, :])
+    batch = hidden.shape[0]
+    out_channels, _, taps = conv.weight.shape
+    with torch.autocast(hidden.device.type, enabled=False):
+        windows = window_matrix(hidden.float(), taps, conv.stride[0], with_ones=True)  # (B, T_out, W)
+        out_steps, width = windows.shape[1:]
+        if valid_steps is None:
+            counts = torch.full((batch,), float(out_steps), device=hidden.device)
+        else:
+            windows *= length_mask(valid_steps, out_steps, hidden.device)[:, :, None]
+            counts = torch.as_tensor(valid_steps, device=hidden.device, dtype=torch.float32)
+        chunks = nn.functional.pad(windows, (0, 0, 0, -out_steps % STATISTICS_CHUNK_STEPS))
+        chunks = chunks.view(batch, -1, STATISTICS_CHUNK_STEPS, width)
+        second_moments = (chunks.transpose(2, 3) @ chunks).sum(dim=1) / counts[:, None, None]  # (B, W, W)
+        flat = flat_kernel(conv.weight.float()[None], 0, taps)[0].T  # (C_out, k * C_in)
+        ones = flat.shape[1]  # the column of ones
+        bias = conv.bias.float() if conv.bias is not None else flat.new_zeros(out_channels)
+        augmented = nn.functional.pad(torch.cat([flat, bias[:, None]], dim=1), (0, width - ones - 1))
+        mean = second_moments[:, ones] @ augmented.T  # (B, C_out)
+        mean_square = torch.einsum("ok,bkl,ol->bo", augmented, second_moments, augmented)
+        per_group = out_channels // norm.num_groups
+        group_mean = mean.view(batch, norm.num_groups, per_group).mean(dim=2)
+        group_variance = mean_square.view(batch, norm.num_groups, per_group).mean(dim=2) - group_mean.square()
+        scale = torch.rsqrt(group_variance.clamp_min(0) + norm.eps).repeat_interleave(per_group, dim=1)  # (B, C)
+        shift = -group_mean.repeat_interleave(per_group, dim=1) * scale
+        if norm.affine:
+            scale, shift = scale * norm.weight.float(), shift * norm.weight.float() + norm.bias.float()
+        return conv.weight.float()[None] * scale[:, :, None, None], scale * bias + shift
 
 
 class MatmulFeatureEncoder(nn.Module):
     """A Hugging Face CNN feature encoder run channels-last, its convolutions as matrix products.
 
     Each conv layer (``conv``, an optional ``layer_norm`` that is a GroupNorm or a
-    LayerNorm over channels, ``activation``) computes what the wrapped one does. While
+    LayerNorm over channels, ``activation``) computes what the wrapped one does; a
+    GroupNorm is folded into its convolution (:func:`group_normalised_kernels`). While
     :attr:`valid_steps` holds, per conv layer, one valid length per utterance, GroupNorm
-    statistics cover each utterance's valid steps only (:func:`valid_steps_group_norm`).
+    statistics cover each utterance's valid steps only.
 
     Input (B, N) samples; output (B, C, T) like the wrapped encoder (a transposed view of
     channels-last frames, which the model transposes back for free).
@@ -159,6 +224,10 @@ class MatmulFeatureEncoder(nn.Module):
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
+        for layer in encoder.conv_layers:
+            conv = layer.conv
+            if conv.groups != 1 or conv.dilation != (1,) or conv.padding not in ((0,), "valid"):
+                raise ValueError(f"the feature encoder runs as matrix products for plain strided convolutions; got {conv}")
         self.encoder = encoder
         self.valid_steps: list[Sequence[int]] | None = None
 
@@ -166,12 +235,13 @@ class MatmulFeatureEncoder(nn.Module):
         hidden = input_values[:, :, None]
         for index, layer in enumerate(self.encoder.conv_layers):
             conv, norm = layer.conv, getattr(layer, "layer_norm", None)
-            hidden = conv1d_as_matmul(hidden, conv.weight, conv.bias, conv.stride[0], conv.groups)
             if isinstance(norm, nn.GroupNorm):
                 valid_steps = None if self.valid_steps is None else self.valid_steps[index]
-                hidden = valid_steps_group_norm(hidden, norm, valid_steps)
-            elif norm is not None:
-                hidden = norm(hidden)
+                hidden = conv1d_as_matmul(hidden, *group_normalised_kernels(hidden, conv, norm, valid_steps), conv.stride[0])
+            else:
+                hidden = conv1d_as_matmul(hidden, conv.weight, conv.bias, conv.stride[0])
+                if norm is not None:
+                    hidden = norm(hidden)
             hidden = layer.activation(hidden)
         return hidden.transpose(1, 2)
 
@@ -183,7 +253,8 @@ class FourierConv1d(nn.Module):
     GPU more than all transformer layers together as a direct convolution, and would
     need 128 copies of every frame as a matrix product; in the frequency domain it is a
     (C_out / G) x (C_in / G) complex product per group and frequency. Computed in
-    float32 whatever the input dtype; returns float32.
+    float32 whatever the input dtype; returns float32. The weight is read once, here: a
+    weight-normalised convolution (wav2vec2's) would recompute it at every pass.
     """
 
     def __init__(self, conv: nn.Conv1d):
@@ -192,18 +263,20 @@ class FourierConv1d(nn.Module):
         if conv.stride != (1,) or conv.dilation != (1,) or not zero_padded:
             raise ValueError(f"only zero-padded convolutions of stride 1 run through FFTs; got {conv}")
         self.conv = conv
+        with torch.no_grad():
+            self.weight = conv.weight.detach().float().clone()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         batch, in_channels, steps = hidden.shape
-        out_channels, group_in, taps = conv.weight.shape
+        out_channels, group_in, taps = self.weight.shape
         groups, padding = conv.groups, conv.padding[0]
         out_steps = steps + 2 * padding - taps + 1
         length = scipy.fft.next_fast_len(steps + taps - 1, real=True)  # no circular wrap-around
         with torch.autocast(hidden.device.type, enabled=False):
             spectrum = torch.fft.rfft(hidden.float(), n=length).view(batch, groups, group_in, -1)
             # A correlation is a convolution with the reversed kernel.
-            kernel = torch.fft.rfft(conv.weight.float().flip(-1), n=length)
+            kernel = torch.fft.rfft(self.weight.flip(-1), n=length)
             kernel = kernel.view(groups, out_channels // groups, group_in, -1)
             mixed = torch.einsum("bgcf,gocf->bgof", spectrum, kernel).reshape(batch, out_channels, -1)
             # Output step t is step t - padding + taps - 1 of the full linear convolution.

@@ -1,16 +1,17 @@
-"""The HDF5 embeddings file: its layout, block copies between files, and reusable rows.
+"""The HDF5 embeddings file: its layout, raw row writes, block copies between files, and reusable rows.
 
 :mod:`paraprobe.embeddings` states the contract and writes the numbers; this module
-lays out a file, stages pooled rows computed out of order (:class:`PooledRowScratch`),
-copies utterances' rows between files in bounded blocks (for reuse and for merging
-shards), and finds the rows of a previous file that may be reused.
+lays out a file, writes rows computed in any order straight to their bytes
+(:class:`RawRows`), copies utterances' rows between files in bounded blocks (for reuse
+and for merging shards), and finds the rows of a previous file that may be reused.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -43,8 +44,9 @@ def create_layout(
 ) -> np.ndarray:
     """Write ids, hashes, offsets and attributes; allocate the pooled and frame datasets.
 
-    Datasets are contiguous (their sizes are known), so rows can be written in any order.
-    Returns the (N + 1,) frame offsets.
+    Pooled and frame datasets are contiguous and allocated in the file now, without a
+    fill value: once the file is closed their rows are written in any order straight to
+    their bytes (:func:`raw_locations`, :class:`RawRows`). Returns the (N + 1,) frame offsets.
     """
     text = h5py.string_dtype()
     out.create_dataset("utt_id", data=np.asarray(utt_ids, dtype=object), dtype=text)
@@ -52,61 +54,72 @@ def create_layout(
     out.create_dataset("num_frames", data=np.asarray(num_frames, dtype=np.int64))
     offsets = np.concatenate([[0], np.cumsum(np.where(keep_frames, num_frames, 0))]).astype(np.int64)
     out.create_dataset("frame_offsets", data=offsets)
+    allocated_now = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    allocated_now.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     for name in layer_names(num_layers):
-        out.create_dataset(f"pooled/{name}", shape=(len(utt_ids), hidden_size), dtype=np.float32)
-        out.create_dataset(f"frames/{name}", shape=(int(offsets[-1]), hidden_size), dtype=np.float16)
+        for group, rows, dtype in (("pooled", len(utt_ids), np.float32), ("frames", int(offsets[-1]), np.float16)):
+            out.create_dataset(
+                f"{group}/{name}", shape=(rows, hidden_size), dtype=dtype, dcpl=allocated_now, fill_time="never"
+            )
     out.attrs.update(attributes)
     return offsets
 
 
-class PooledRowScratch:
-    """Pooled vectors of rows computed in any order, stored in row order at the end.
+@dataclass(frozen=True)
+class RawLocation:
+    """Where a contiguous dataset's values lie in its file: byte ``offset`` (None if empty), ``shape``, ``dtype``."""
 
-    h5py writes a list of rows one hyperslab at a time: about 20 ms per layer for a
-    batch of 200 rows, more than a GPU's forward pass of that batch. Rows go instead to
-    an unlinked scratch file at their final positions (one write per row, all hidden
-    states together) and reach the datasets in contiguous blocks of at most
-    :data:`COPY_BLOCK_BYTES`; host memory stays bounded whatever the corpus size.
+    offset: int | None
+    shape: tuple[int, int]
+    dtype: np.dtype
+
+
+def raw_locations(out: h5py.File, num_layers: int) -> dict[str, RawLocation]:
+    """The :class:`RawLocation` of every pooled and frame dataset of a file laid out by :func:`create_layout`."""
+    return {
+        f"{group}/{name}": RawLocation(out[f"{group}/{name}"].id.get_offset(), out[f"{group}/{name}"].shape, out[f"{group}/{name}"].dtype)
+        for group in ("pooled", "frames")
+        for name in layer_names(num_layers)
+    }
+
+
+class RawRows:
+    """Rows of a contiguous (R, D) dataset, written to its bytes in the file with ``os.pwrite``.
+
+    For a file HDF5 has closed (it then holds no cached data that could overwrite
+    them): h5py writes a list of rows one hyperslab at a time, about 20 ms per layer
+    for a batch of 200 rows, more than a GPU's forward pass of that batch; ``os.pwrite``
+    releases the interpreter lock, so several threads write at once.
 
     Parameters
     ----------
-    directory : path
-        Where the scratch file lives (that of the output, so that it is on its disk).
-    num_states, width : int
-        L + 1 hidden states of D float32 values per row.
+    fd : int
+        The file, opened for writing.
+    location : RawLocation
     """
 
-    def __init__(self, directory: str | Path, num_states: int, width: int):
-        self._file = tempfile.TemporaryFile(dir=directory)
-        self.row_shape = (num_states, width)
-        self.row_bytes = num_states * width * np.dtype(np.float32).itemsize
+    def __init__(self, fd: int, location: RawLocation):
+        self.fd = fd
+        self.offset = location.offset
+        self.shape = location.shape
+        self.dtype = np.dtype(location.dtype)
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
 
-    def __enter__(self) -> PooledRowScratch:
-        return self
+    def write(self, row: int, values: np.ndarray) -> None:
+        """Write (D,) or (n, D) ``values`` as rows ``row, row + 1, ...``."""
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if values.size == 0:
+            return
+        if row < 0 or row + values.size // self.shape[1] > self.shape[0] or values.shape[-1] != self.shape[1]:
+            raise IndexError(f"rows {row}.. of shape {values.shape} do not fit a dataset of shape {self.shape}")
+        data, position = memoryview(values).cast("B"), self.offset + row * self.row_bytes
+        while len(data):
+            written = os.pwrite(self.fd, data, position)
+            data, position = data[written:], position + written
 
-    def __exit__(self, *exc_info) -> None:
-        self._file.close()
-
-    def write(self, rows: np.ndarray, pooled: np.ndarray) -> None:
-        """Stage ``pooled`` (L + 1, B, D) float32 as rows ``rows`` (B,), in any order."""
-        by_row = np.ascontiguousarray(pooled.transpose(1, 0, 2), dtype=np.float32)
-        for row, values in zip(rows, by_row, strict=True):
-            self._file.seek(int(row) * self.row_bytes)
-            self._file.write(values)
-
-    def store(self, datasets: Sequence[h5py.Dataset], rows: np.ndarray) -> None:
-        """Copy the staged ``rows`` (increasing) into ``datasets`` (one (R, D) dataset per state)."""
-        max_rows = max(1, COPY_BLOCK_BYTES // self.row_bytes)
-        runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1) if len(rows) else []
-        for run in runs:
-            for start in range(int(run[0]), int(run[-1]) + 1, max_rows):
-                stop = min(start + max_rows, int(run[-1]) + 1)
-                block = np.empty((stop - start, *self.row_shape), dtype=np.float32)
-                self._file.seek(start * self.row_bytes)
-                if self._file.readinto(block) != block.nbytes:
-                    raise OSError(f"scratch file of pooled rows is short at rows {start}-{stop}")
-                for state, dataset in enumerate(datasets):
-                    dataset[start:stop] = block[:, state]
+    def __setitem__(self, rows: slice, values: np.ndarray) -> None:
+        """``rows[start:stop] = values``, as for an h5py dataset (what :func:`copy_utterance_rows` writes to)."""
+        self.write(rows.start or 0, values)
 
 
 def copy_utterance_rows(
@@ -217,19 +230,24 @@ def reusable_rows(
 
 
 def copy_previous_rows(
-    out: h5py.File,
+    rows: dict[str, RawRows],
+    frame_offsets: np.ndarray,
     previous_path: str | Path,
     here: np.ndarray,
     there: np.ndarray,
     keep_frames: np.ndarray,
     num_layers: int,
 ) -> None:
-    """Copy pooled rows (and the kept frames) of utterances ``there`` in the previous file to rows ``here``."""
+    """Copy pooled rows (and the kept frames) of utterances ``there`` in the previous file to rows ``here``.
+
+    ``rows`` holds the new file's pooled and frame datasets by name (``pooled/layer_00``, ...)
+    and ``frame_offsets`` its (N + 1,) frame offsets.
+    """
     with h5py.File(previous_path, "r") as previous:
         previous_offsets = previous["frame_offsets"][:]
         with_frames = keep_frames[here]
         for name in layer_names(num_layers):
             pooled_pieces = [(previous[f"pooled/{name}"], np.arange(len(previous_offsets)), there, here)]
-            copy_utterance_rows(out[f"pooled/{name}"], np.arange(len(keep_frames) + 1), pooled_pieces)
+            copy_utterance_rows(rows[f"pooled/{name}"], np.arange(len(keep_frames) + 1), pooled_pieces)
             frame_pieces = [(previous[f"frames/{name}"], previous_offsets, there[with_frames], here[with_frames])]
-            copy_utterance_rows(out[f"frames/{name}"], out["frame_offsets"][:], frame_pieces)
+            copy_utterance_rows(rows[f"frames/{name}"], frame_offsets, frame_pieces)

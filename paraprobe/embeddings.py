@@ -16,12 +16,12 @@ transformer receives it.
 
 How it runs: utterances are grouped into length-bucketed batches
 (:func:`paraprobe.batching.plan_batches`) made exact by
-:class:`paraprobe.batching.ExactBatching`; background threads decode the next batches
+:class:`paraprobe.batching.ExactBatching`; worker processes decode the next batches
 while the model runs; pooling happens on the device, and only pooled vectors and the
-subset's frames cross to the host, where a writer thread stores them while the device
-computes the next batch: frames straight into the HDF5 file, pooled rows through
-:class:`paraprobe.embedding_store.PooledRowScratch` (host memory does not grow with the
-corpus). With ``num_shards > 1`` a job computes the batches
+subset's frames cross to the host, where writer threads store them while the device
+computes the next batch, straight to their bytes in the HDF5 file
+(:class:`paraprobe.embedding_store.RawRows`; host memory does not grow with the corpus).
+With ``num_shards > 1`` a job computes the batches
 :func:`paraprobe.batching.assign_to_shards` gives it and writes a part file;
 :func:`merge_shards` joins the parts into the file one job would write. Rows of a
 previous output with the same model, settings and audio hash are copied, not recomputed
@@ -32,14 +32,16 @@ written to a temporary name and renamed when complete.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import multiprocessing
+import os
+import warnings
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -52,11 +54,12 @@ from paraprobe.batching import ExactBatching, assign_to_shards, plan_batches
 from paraprobe.embedding_store import (
     FORMAT_VERSION,
     SHARD_ATTRIBUTES,
-    PooledRowScratch,
+    RawRows,
     copy_previous_rows,
     copy_utterance_rows,
     create_layout,
     layer_names,
+    raw_locations,
     reusable_rows,
 )
 from paraprobe.framing import hop_samples, num_model_frames
@@ -70,6 +73,8 @@ CPU_AUTO_BATCH_SECONDS = 30.0
 GPU_MAX_AUTO_BATCH_SECONDS = 600.0
 #: Share of free GPU memory the automatic batch may plan to use.
 GPU_MEMORY_SHARE = 0.5
+#: Threads writing a batch's rows (``os.pwrite`` releases the interpreter lock) while the next one computes.
+WRITER_THREADS = 4
 
 MANIFEST_COLUMNS = ("utt_id", "path", "label", "duration_s", "sha1")
 
@@ -92,7 +97,7 @@ class ExtractionSettings:
     frame_seed : int
         Seed of the frame subset.
     threads : int
-        CPU threads: torch's on a CPU, audio decoding threads on a GPU.
+        CPU threads: torch's on a CPU, audio decoding processes on a GPU.
     """
 
     batch_seconds: float | str = "auto"
@@ -248,7 +253,20 @@ class LayerPooler:
     def __call__(
         self, padded: torch.Tensor, num_samples: Sequence[int], keep_frames: Sequence[bool]
     ) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        """Pool every layer of one batch.
+        """Pool every layer of one batch: :meth:`start`, waited for.
+
+        Returns
+        -------
+        pooled : (L + 1, B, D) float32 array
+            Mean of each hidden state over each utterance's valid frames.
+        frames : list of (L + 1, T_b, D) float16 arrays, or None where not kept
+        """
+        batch = self.start(padded, num_samples, keep_frames)
+        batch.wait()
+        return batch.pooled, batch.frames
+
+    def start(self, padded: torch.Tensor, num_samples: Sequence[int], keep_frames: Sequence[bool]) -> PooledBatch:
+        """Queue the forward pass of one batch and the copies of its results to the host.
 
         Parameters
         ----------
@@ -260,11 +278,9 @@ class LayerPooler:
         keep_frames : sequence of bool
             Which utterances' frames to return.
 
-        Returns
-        -------
-        pooled : (L + 1, B, D) float32 array
-            Mean of each hidden state over each utterance's valid frames.
-        frames : list of (L + 1, T_b, D) float16 arrays, or None where not kept
+        On a GPU this returns once the work is queued, so the host can prepare the next
+        batch while the device computes; the arrays are complete after
+        :meth:`PooledBatch.wait`.
         """
         padded = padded.to(self.device, non_blocking=True)
         frames_per_utterance = [num_model_frames(n, self.info.conv_kernel, self.info.conv_stride) for n in num_samples]
@@ -286,12 +302,16 @@ class LayerPooler:
             # One transfer for the pooled vectors and one for all kept frames of the batch.
             pooled_host = to_host(pooled)
             frames_host = to_host(torch.cat(kept_frames, dim=1)) if kept else None
+            ready = None
+            if self.device.type == "cuda":
+                ready = torch.cuda.Event()
+                ready.record()
         frames: list[np.ndarray | None] = [None] * len(num_samples)
         start = 0
         for b in kept:
             frames[b] = frames_host[:, start : start + frames_per_utterance[b]]
             start += frames_per_utterance[b]
-        return pooled_host, frames
+        return PooledBatch(pooled_host, frames, ready)
 
     def _precision(self) -> contextlib.AbstractContextManager:
         return torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
@@ -312,55 +332,121 @@ class LayerPooler:
             )
 
 
+@dataclass(frozen=True)
+class PooledBatch:
+    """What :meth:`LayerPooler.start` returns: the host arrays of a batch, complete once ``ready`` has passed.
+
+    Attributes
+    ----------
+    pooled : (L + 1, B, D) float32 array
+    frames : list of (L + 1, T_b, D) float16 arrays, or None where not kept
+    ready : torch.cuda.Event or None
+        Recorded after the copies to the host; None on a CPU (already complete).
+    """
+
+    pooled: np.ndarray
+    frames: list[np.ndarray | None]
+    ready: torch.cuda.Event | None
+
+    def wait(self) -> None:
+        if self.ready is not None:
+            self.ready.synchronize()
+
+
 def to_host(tensor: torch.Tensor) -> np.ndarray:
-    """A tensor as a numpy array; from a GPU through page-locked memory, several times faster than pageable."""
+    """A tensor as a numpy array; from a GPU an asynchronous copy to page-locked memory.
+
+    The array is complete once the device's current stream has passed the copy (see
+    :class:`PooledBatch`); page-locked memory also makes the copy several times faster.
+    """
     if tensor.device.type != "cuda":
         return tensor.numpy()
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor)
+    host.copy_(tensor, non_blocking=True)
     return host.numpy()
 
 
-def pad_batch(inputs: Sequence[np.ndarray], pin: bool) -> torch.Tensor:
-    """(B, max n_b) float32 tensor, zero after each utterance; in page-locked memory if ``pin``."""
-    padded = torch.zeros((len(inputs), max(len(x) for x in inputs)), dtype=torch.float32, pin_memory=pin)
+def pad_batch(inputs: Sequence[np.ndarray]) -> torch.Tensor:
+    """(B, max n_b) float32 tensor, zero after each utterance."""
+    padded = torch.zeros((len(inputs), max(len(x) for x in inputs)), dtype=torch.float32)
     for row, values in enumerate(inputs):
         padded[row, : len(values)] = torch.from_numpy(values)
     return padded
 
 
-def prefetch(
-    batches: Iterable[np.ndarray],
-    load: Callable[[int], np.ndarray],
-    collate: Callable[[list[np.ndarray]], torch.Tensor],
-    workers: int,
-    depth: int = 2,
-) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield ``(batch, collate([load(row) for row in batch]))`` in order, prepared ahead.
+def model_input(path: str, num_samples: int, inputs: InputSettings) -> np.ndarray:
+    """Decode one manifest utterance and turn it into (n,) float32 model input values."""
+    samples = load_audio(path)
+    if samples.size != num_samples:
+        raise ValueError(
+            f"{path}: decodes to {samples.size} samples but the manifest says {num_samples} "
+            "(duration_s); the file changed since the manifest was built: rebuild the manifest"
+        )
+    return inputs.prepare(samples)
 
-    Up to ``depth`` batches are decoded on ``workers`` threads (one task per utterance)
-    and collated on one more thread while the caller computes, so the model never waits
-    for audio unless decoding is slower than the model.
+
+class DecodedBatch(NamedTuple):
+    """A batch's padded model inputs, or the error that decoding one of its files raised."""
+
+    values: torch.Tensor | None
+    error: Exception | None
+
+    def values_or_raise(self) -> torch.Tensor:
+        if self.error is not None:
+            raise self.error
+        return self.values
+
+
+class BatchInputs(torch.utils.data.Dataset):
+    """Item k is batch k of ``batches`` decoded, normalised and zero-padded (:func:`pad_batch`).
+
+    Holds only file paths and settings, so worker processes receive it cheaply. A
+    decoding error is returned in the :class:`DecodedBatch`, for the job to raise it as
+    it is (the DataLoader would turn it into a RuntimeError wrapping a worker traceback).
     """
-    batches = iter(batches)
-    with (
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as decode_pool,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate") as collate_pool,
-    ):
-        pending: deque = deque()
 
-        def submit_next() -> None:
-            batch = next(batches, None)
-            if batch is not None:
-                decoded = [decode_pool.submit(load, int(row)) for row in batch]
-                pending.append((batch, collate_pool.submit(lambda: collate([f.result() for f in decoded]))))
+    def __init__(self, paths: np.ndarray, num_samples: np.ndarray, inputs: InputSettings, batches: list[np.ndarray]):
+        self.paths, self.num_samples, self.inputs, self.batches = paths, num_samples, inputs, batches
 
-        for _ in range(depth):
-            submit_next()
-        while pending:
-            batch, collated = pending.popleft()
-            submit_next()
-            yield batch, collated.result()
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> DecodedBatch:
+        try:
+            rows = self.batches[index]
+            return DecodedBatch(
+                pad_batch([model_input(self.paths[r], int(self.num_samples[r]), self.inputs) for r in rows]), None
+            )
+        except Exception as error:  # noqa: BLE001 - re-raised by the job
+            return DecodedBatch(None, error)
+
+
+def decoded_batches(dataset: BatchInputs, workers: int, pin_memory: bool) -> Iterator[torch.Tensor]:
+    """The padded inputs of each batch of ``dataset`` in order, decoded ahead by ``workers`` processes.
+
+    Processes rather than threads: decoding threads would contend for the interpreter
+    lock with the thread that launches the model's kernels, and on a GPU that lock, not
+    the device, set the pace. Each worker holds at most two batches ahead, so host
+    memory is bounded by the workers, not the corpus. Workers are forked when this is called (they run no
+    CUDA and inherit the loaded settings; spawned ones would re-run the Snakemake
+    script); without ``fork`` decoding runs in this process. With ``pin_memory`` a
+    thread copies each batch to page-locked memory for a fast asynchronous transfer.
+    """
+    forked = workers > 0 and "fork" in multiprocessing.get_all_start_methods()
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers if forked else 0,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if forked else None,
+        multiprocessing_context="fork" if forked else None,
+    )
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a process with threads (CUDA's, torch's);
+        # the workers only decode audio with numpy and libsndfile.
+        warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
+        batches = iter(loader)  # forks the workers now, before the caller opens its output
+    return map(DecodedBatch.values_or_raise, batches)
 
 
 # ---------------------------------------------------------------------------------------
@@ -481,61 +567,75 @@ class EmbeddingExtractor:
             f", shard {shard_index + 1}/{num_shards}" if num_shards > 1 else "", len(here), computed, audio_seconds,
         )  # fmt: skip
         progress = Progress(computed, "utterances", audio_seconds, logger, label=f"{info.name} embeddings")
-        with atomic_path(output_path) as temporary, h5py.File(temporary, "w") as out:
-            offsets = create_layout(
-                out, utt_ids, sha1s, num_frames, keep_frames, info.hidden_size, info.num_layers, attributes
-            )
-            if len(here):
-                copy_previous_rows(out, previous_path, here, there, keep_frames, info.num_layers)
-            pooled_sets = [out[f"pooled/{name}"] for name in layer_names(info.num_layers)]
-            frame_sets = [out[f"frames/{name}"] for name in layer_names(info.num_layers)]
-            paths = manifest["path"].to_numpy()
-            load = functools.partial(self.load_input, paths, num_samples)
-
-            def write_batch(batch_rows: np.ndarray, pooled: np.ndarray, frames: list[np.ndarray | None]) -> None:
-                scratch.write(batch_rows, pooled)
-                for row, utterance_frames in zip(batch_rows, frames, strict=True):
-                    if utterance_frames is not None:
-                        for layer, dataset in enumerate(frame_sets):
-                            dataset[offsets[row] : offsets[row + 1]] = utterance_frames[layer]
-
-            # One writer thread stores batch k while the device computes batch k + 1; waiting
-            # for the previous write keeps at most one batch of results in host memory.
-            with (
-                PooledRowScratch(Path(temporary).parent, info.num_layers + 1, info.hidden_size) as scratch,
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="write") as writer,
-            ):
-                written = None
-                for batch, padded in prefetch(to_compute, load, self.collate, self.decode_workers):
-                    batch_rows = local[batch]
-                    results = self.pooler(padded, num_samples[batch].tolist(), keep_frames[batch_rows].tolist())
-                    if written is not None:
-                        written.result()
-                    written = writer.submit(write_batch, batch_rows, *results)
-                    progress.update(len(batch), float(num_samples[batch].sum()) / TARGET_SAMPLE_RATE)
-                if written is not None:
-                    written.result()
-                scratch.store(pooled_sets, np.sort(local[np.concatenate(to_compute)]) if to_compute else local[:0])
+        inputs = decoded_batches(
+            BatchInputs(manifest["path"].to_numpy(), num_samples, self.inputs, to_compute),
+            min(self.decode_workers, len(to_compute)),
+            pin_memory=self.device.type == "cuda",
+        )
+        with atomic_path(output_path) as temporary:
+            with h5py.File(temporary, "w") as out:
+                offsets = create_layout(
+                    out, utt_ids, sha1s, num_frames, keep_frames, info.hidden_size, info.num_layers, attributes
+                )
+                locations = raw_locations(out, info.num_layers)
+            fd = os.open(temporary, os.O_WRONLY)
+            try:
+                rows = {name: RawRows(fd, location) for name, location in locations.items()}
+                if len(here):
+                    copy_previous_rows(rows, offsets, previous_path, here, there, keep_frames, info.num_layers)
+                self._compute(to_compute, inputs, local, num_samples, keep_frames, rows, offsets, progress)
+            finally:
+                os.close(fd)
         logger.info("wrote %s: %d utterances reused, %d computed", output_path, len(here), computed)
         return ExtractionSummary(reused=len(here), computed=computed, audio_seconds_computed=audio_seconds)
 
+    def _compute(
+        self,
+        batches: list[np.ndarray],
+        inputs: Iterator[torch.Tensor],
+        local: np.ndarray,
+        num_samples: np.ndarray,
+        keep_frames: np.ndarray,
+        rows: dict[str, RawRows],
+        offsets: np.ndarray,
+        progress: Progress,
+    ) -> None:
+        """Run ``batches`` (manifest rows; ``local`` maps them to file rows) and write their rows.
+
+        While the device computes batch k + 1, :data:`WRITER_THREADS` threads write batch k,
+        a layer per task; waiting for them before queueing batch k + 2 keeps at most two
+        batches of results in host memory.
+        """
+        names = layer_names(self.info.num_layers)
+        pooled_rows, frame_rows = [rows[f"pooled/{name}"] for name in names], [rows[f"frames/{name}"] for name in names]
+
+        def write_layer(layer: int, batch_rows: np.ndarray, batch: PooledBatch) -> None:
+            batch.wait()
+            for row, pooled, frames in zip(batch_rows, batch.pooled[layer], batch.frames, strict=True):
+                pooled_rows[layer].write(row, pooled)
+                if frames is not None:
+                    frame_rows[layer].write(offsets[row], frames[layer])
+
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="write") as writer:
+            writing: list = []
+            for batch, padded in zip(batches, inputs, strict=True):
+                batch_rows = local[batch]
+                pooled = self.pooler.start(padded, num_samples[batch].tolist(), keep_frames[batch_rows].tolist())
+                for task in writing:
+                    task.result()
+                writing = [writer.submit(write_layer, layer, batch_rows, pooled) for layer in range(len(names))]
+                progress.update(len(batch), float(num_samples[batch].sum()) / TARGET_SAMPLE_RATE)
+            for task in writing:
+                task.result()
+
     @property
     def decode_workers(self) -> int:
-        """Audio decoding threads: one on a CPU (the model needs every core), all on a GPU."""
-        return self.settings.threads if self.device.type == "cuda" else 1
+        """Audio decoding processes: one per thread on a GPU, none on a CPU.
 
-    def collate(self, inputs: list[np.ndarray]) -> torch.Tensor:
-        return pad_batch(inputs, pin=self.device.type == "cuda")
-
-    def load_input(self, paths: np.ndarray, num_samples: np.ndarray, row: int) -> np.ndarray:
-        """Decode manifest row ``row`` and turn it into model input values."""
-        samples = load_audio(paths[row])
-        if samples.size != num_samples[row]:
-            raise ValueError(
-                f"{paths[row]}: decodes to {samples.size} samples but the manifest says {num_samples[row]} "
-                "(duration_s); the file changed since the manifest was built: rebuild the manifest"
-            )
-        return self.inputs.prepare(samples)
+        On a CPU decoding takes a fraction of a percent of the model's time, and while a
+        forked worker lives every page the model rewrites is copied on write.
+        """
+        return self.settings.threads if self.device.type == "cuda" else 0
 
 
 def extract_embeddings(

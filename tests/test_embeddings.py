@@ -8,6 +8,7 @@ and model run one utterance at a time.
 from __future__ import annotations
 
 import logging
+import os
 
 import h5py
 import numpy as np
@@ -183,7 +184,7 @@ def test_padded_batch_equals_single_passes_for_every_supported_model_type(tmp_pa
     values = [inputs.prepare(rng.standard_normal(n).astype(np.float32)) for n in lengths]
     singles = [hugging_face_single(model, x) for x in values]
     pooler = LayerPooler(model, info, torch.device("cpu"), half_precision=False, feature_encoder=feature_encoder)
-    pooled, frames = pooler(pad_batch(values, pin=False), lengths, [True] * 4)
+    pooled, frames = pooler(pad_batch(values), lengths, [True] * 4)
     for b, single in enumerate(singles):
         assert cosines(pooled[:, b], single.mean(axis=1)).min() >= 0.999
         np.testing.assert_allclose(pooled[:, b], single.mean(axis=1), rtol=1e-4, atol=1e-5)
@@ -195,15 +196,25 @@ def hugging_face_single(model, values: np.ndarray) -> np.ndarray:
         return torch.stack(model(torch.from_numpy(values)[None], output_hidden_states=True).hidden_states)[:, 0].numpy()
 
 
-@pytest.mark.parametrize("stride,groups,window_elements", [(5, 1, 2**28), (2, 1, 500), (3, 4, 2**28), (1, 4, 300)])
-def test_convolution_as_matrix_product_equals_conv1d(monkeypatch, stride, groups, window_elements):
-    monkeypatch.setattr(batching, "WINDOW_ELEMENTS", window_elements)  # small: several slices of utterances
+# k * C_in <= 64 copies a window matrix, wider windows are read through strided views.
+@pytest.mark.parametrize(
+    "taps,stride,bias,in_channels",
+    [(10, 5, False, 1), (10, 5, True, 1), (10, 5, True, 8), (3, 2, True, 32), (3, 2, False, 8), (2, 2, False, 40),
+     (5, 1, True, 8), (4, 3, True, 20)],
+)  # fmt: skip
+def test_convolution_as_matrix_product_equals_conv1d(taps, stride, bias, in_channels):
     rng = torch.Generator().manual_seed(0)
-    hidden = torch.randn(3, 40, 8, generator=rng)  # (B, T, C) channels-last
-    conv = torch.nn.Conv1d(8, 12, kernel_size=5, stride=stride, groups=groups)
+    hidden = torch.randn(3, 41, in_channels, generator=rng)  # (B, T, C) channels-last
+    conv = torch.nn.Conv1d(in_channels, 12, kernel_size=taps, stride=stride, bias=bias)
     expected = conv(hidden.transpose(1, 2)).transpose(1, 2)
-    out = batching.conv1d_as_matmul(hidden, conv.weight, conv.bias, stride, groups)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(batching.conv1d_as_matmul(hidden, conv.weight, conv.bias, stride), expected)
+    # One kernel per sequence: sequence b convolved with its own kernel.
+    weights = torch.randn(3, 12, in_channels, taps, generator=rng)
+    biases = torch.randn(3, 12, generator=rng)
+    out = batching.conv1d_as_matmul(hidden, weights, biases, stride)
+    for b in range(3):
+        alone = torch.nn.functional.conv1d(hidden[b : b + 1].transpose(1, 2), weights[b], biases[b], stride=stride)
+        torch.testing.assert_close(out[b : b + 1], alone.transpose(1, 2))
 
 
 @pytest.mark.parametrize("taps,padding,groups", [(128, 64, 4), (19, 9, 2), (4, 0, 1)])
@@ -214,19 +225,29 @@ def test_fourier_convolution_equals_conv1d(taps, padding, groups):
     torch.testing.assert_close(batching.FourierConv1d(conv)(hidden), conv(hidden), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("groups", [6, 2])
-def test_group_norm_over_valid_steps_equals_group_norm_of_each_sequence_alone(groups):
+@pytest.mark.parametrize("groups,bias", [(6, False), (2, True)])
+def test_group_norm_folded_into_the_kernels_equals_group_norm_of_each_sequence_alone(groups, bias):
     rng = torch.Generator().manual_seed(2)
+    conv = torch.nn.Conv1d(2, 6, kernel_size=4, stride=3, bias=bias)
     norm = torch.nn.GroupNorm(groups, 6)
     torch.nn.init.normal_(norm.weight, generator=rng), torch.nn.init.normal_(norm.bias, generator=rng)
-    hidden = 3 + 2 * torch.randn(3, 50, 6, generator=rng)  # (B, T, C), padding included
-    valid = [50, 31, 7]
-    out = batching.valid_steps_group_norm(hidden, norm, valid)
-    for b, steps in enumerate(valid):
-        alone = norm(hidden[b : b + 1, :steps].transpose(1, 2)).transpose(1, 2)[0]
-        torch.testing.assert_close(out[b, :steps], alone, rtol=1e-4, atol=1e-5)
-    all_steps = norm(hidden.transpose(1, 2)).transpose(1, 2)
-    torch.testing.assert_close(batching.valid_steps_group_norm(hidden, norm, None), all_steps, rtol=1e-4, atol=1e-5)
+    hidden = 0.3 + torch.randn(3, 152, 2, generator=rng)  # (B, T, C_in), padding included
+    valid_samples = [152, 95, 22]
+    valid_steps = [(n - 4) // 3 + 1 for n in valid_samples]
+    out = batching.conv1d_as_matmul(hidden, *batching.group_normalised_kernels(hidden, conv, norm, valid_steps), 3)
+    for b, samples in enumerate(valid_samples):
+        alone = norm(conv(hidden[b : b + 1, :samples].transpose(1, 2))).transpose(1, 2)[0]
+        torch.testing.assert_close(out[b, : valid_steps[b]], alone, rtol=1e-4, atol=1e-4)
+    all_steps = norm(conv(hidden.transpose(1, 2))).transpose(1, 2)
+    unmasked = batching.group_normalised_kernels(hidden, conv, norm, None)
+    torch.testing.assert_close(batching.conv1d_as_matmul(hidden, *unmasked, 3), all_steps, rtol=1e-4, atol=1e-4)
+
+
+def test_fourier_convolution_equals_a_weight_normalised_conv1d():
+    conv = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(4, 4, kernel_size=8, padding=4, groups=2), dim=2)
+    hidden = torch.randn(2, 4, 60, generator=torch.Generator().manual_seed(3))
+    fourier = batching.FourierConv1d(conv)
+    torch.testing.assert_close(fourier(hidden), conv(hidden), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("model_type,overrides", [("wav2vec2", KINDS["group"]), ("data2vec-audio", {})])
@@ -238,7 +259,7 @@ def test_plain_attention_mask_is_not_exact_for_these_models(tmp_path, model_type
     values = [inputs.prepare(rng.standard_normal(n).astype(np.float32)) for n in lengths]
     mask = (torch.arange(16_000)[None] < torch.tensor(lengths)[:, None]).int()
     with torch.no_grad():
-        states = model(pad_batch(values, pin=False), attention_mask=mask, output_hidden_states=True).hidden_states
+        states = model(pad_batch(values), attention_mask=mask, output_hidden_states=True).hidden_states
     frames = num_model_frames(4_321, info.conv_kernel, info.conv_stride)
     batched_short = torch.stack(states)[:, 1, :frames].mean(1).numpy()
     assert cosines(batched_short, hugging_face_single(model, values[1]).mean(axis=1)).min() < 0.999
@@ -254,13 +275,13 @@ def test_batch_seconds_zero_runs_one_utterance_per_pass(tmp_path, corpus, checkp
 def count_forward_batch_sizes(monkeypatch) -> list[int]:
     """Batch size of every forward pass LayerPooler runs from now on."""
     sizes: list[int] = []
-    original = LayerPooler.__call__
+    original = LayerPooler.start
 
     def counting(self, padded, num_samples, keep_frames):
         sizes.append(len(num_samples))
         return original(self, padded, num_samples, keep_frames)
 
-    monkeypatch.setattr(LayerPooler, "__call__", counting)
+    monkeypatch.setattr(LayerPooler, "start", counting)
     return sizes
 
 
@@ -355,22 +376,34 @@ def test_block_copy_puts_every_utterance_where_the_offsets_say(tmp_path, monkeyp
         np.testing.assert_array_equal(destination[()][copied], expected[copied])
 
 
-def test_pooled_rows_staged_in_any_order_are_stored_in_row_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(embedding_store, "COPY_BLOCK_BYTES", 3 * 2 * 4 * 4)  # 3 rows of 2 states x 4 floats
+def test_rows_written_raw_in_any_order_after_the_file_is_closed_read_back_through_hdf5(tmp_path):
     rng = np.random.default_rng(3)
-    expected = rng.standard_normal((2, 20, 4)).astype(np.float32)  # (states, rows, D)
-    computed = np.array([0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 17, 19])  # runs of rows, longer than a block
-    with h5py.File(tmp_path / "pooled.h5", "w") as handle:
-        datasets = [handle.create_dataset(f"s{state}", shape=(20, 4), dtype=np.float32) for state in range(2)]
-        with embedding_store.PooledRowScratch(tmp_path, 2, 4) as scratch:
-            for batch in np.array_split(rng.permutation(computed), 4):
-                scratch.write(batch, expected[:, batch])
-            scratch.store(datasets, computed)
-        stored = np.stack([dataset[()] for dataset in datasets])
-    np.testing.assert_array_equal(stored[:, computed], expected[:, computed])
-    untouched = np.setdiff1d(np.arange(20), computed)  # rows the job did not compute stay as they were
-    np.testing.assert_array_equal(stored[:, untouched], 0)
-    assert [path.name for path in tmp_path.iterdir()] == ["pooled.h5"]  # the scratch file is gone
+    num_frames = np.array([3, 5, 2, 4, 6])
+    keep = np.array([True, False, True, True, False])
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as out:
+        offsets = embedding_store.create_layout(
+            out, [f"u{i}" for i in range(5)], ["x"] * 5, num_frames, keep, 4, 1, {"model": "m"}
+        )
+        locations = embedding_store.raw_locations(out, 1)
+    pooled = rng.standard_normal((2, 5, 4)).astype(np.float32)  # (states, rows, D)
+    frames = rng.standard_normal((2, offsets[-1], 4)).astype(np.float16)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        rows = {name: embedding_store.RawRows(fd, location) for name, location in locations.items()}
+        for row in rng.permutation(5):
+            for state, name in enumerate(layer_names(1)):
+                rows[f"pooled/{name}"].write(row, pooled[state, row])
+                rows[f"frames/{name}"].write(offsets[row], frames[state, offsets[row] : offsets[row + 1]])
+        with pytest.raises(IndexError, match=r"do not fit a dataset of shape \(5, 4\)"):
+            rows["pooled/layer_00"].write(4, pooled[0, :2])
+    finally:
+        os.close(fd)
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["model"] == "m"
+        for state, name in enumerate(layer_names(1)):
+            np.testing.assert_array_equal(handle[f"pooled/{name}"][()], pooled[state])
+            np.testing.assert_array_equal(handle[f"frames/{name}"][()], frames[state])
 
 
 def test_planning_rate_scales_with_layers_device_threads_and_shards():
