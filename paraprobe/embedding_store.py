@@ -54,13 +54,12 @@ def create_layout(
     out.create_dataset("num_frames", data=np.asarray(num_frames, dtype=np.int64))
     offsets = np.concatenate([[0], np.cumsum(np.where(keep_frames, num_frames, 0))]).astype(np.int64)
     out.create_dataset("frame_offsets", data=offsets)
-    allocated_now = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    allocated_now.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    allocated_unfilled = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    allocated_unfilled.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    allocated_unfilled.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
     for name in layer_names(num_layers):
         for group, rows, dtype in (("pooled", len(utt_ids), np.float32), ("frames", int(offsets[-1]), np.float16)):
-            out.create_dataset(
-                f"{group}/{name}", shape=(rows, hidden_size), dtype=dtype, dcpl=allocated_now, fill_time="never"
-            )
+            out.create_dataset(f"{group}/{name}", shape=(rows, hidden_size), dtype=dtype, dcpl=allocated_unfilled)
     out.attrs.update(attributes)
     return offsets
 
