@@ -7,8 +7,8 @@ the workflow: planning a DAG must not import torch.
 from __future__ import annotations
 
 #: Planning throughput of a 12-layer model (audio seconds per second) for :func:`planning_rate`:
-#: 3x below bench/extract.py on 2 CPU threads (3 audio s/s); on a GPU 20x below an H100's
-#: 3,917 audio s/s, so that GPUs several times slower (T4, V100) still finish in time.
+#: 7x below bench/extract.py on 2 CPU threads (7 audio s/s, a slower CPU than most); on a GPU
+#: 35x below an H100's ≈ 7,000 audio s/s, so that GPUs several times slower (T4, V100) still finish in time.
 PLANNING_RATE_PER_CPU_THREAD = 0.5
 PLANNING_RATE_PER_GPU = 200.0
 PLANNING_OVERHEAD_MINUTES = 10
