@@ -23,19 +23,23 @@ from paraprobe import batching
 from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, FEATURE_ENCODER_MODES, assign_to_shards, plan_batches
 from paraprobe import embedding_store
 from paraprobe.embeddings import (
+    BatchInputs,
     ExtractionSettings,
     LayerPooler,
+    decoded_batches,
     extract_embeddings,
     frame_subset,
     layer_names,
+    manifest_num_samples,
     merge_shards,
     pad_batch,
+    read_manifest,
 )
 from paraprobe.extraction_planning import PLANNING_RATE_PER_GPU, planning_rate
 from paraprobe.framing import num_model_frames
 from paraprobe.io import write_tsv
 from paraprobe.manifest import file_sha1
-from paraprobe.models import load_model
+from paraprobe.models import InputSettings, load_model
 
 RATE = 16_000
 TINY = dict(
@@ -557,6 +561,25 @@ def test_audio_that_changed_since_the_manifest_is_an_error(tmp_path, corpus, che
     write_utterance(rows[4]["path"], 5_500, seed=4)
     with pytest.raises(ValueError, match=rf"{rows[4]['path']}: decodes to 5500 samples but the manifest says 5000"):
         extract_embeddings(manifest, checkpoints["group"], tmp_path / "out.h5", settings())
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decoded_batches_arrive_in_order_and_a_worker_error_is_raised_as_it_is(corpus, workers):
+    """Forked decoding workers (as on a GPU) give what decoding in the job's process gives."""
+    manifest_path, rows = corpus
+    manifest = read_manifest(manifest_path)
+    num_samples = manifest_num_samples(manifest)
+    inputs = InputSettings(sampling_rate=RATE, do_normalize=True)
+    batches = plan_batches(num_samples, 20_000)
+    dataset = BatchInputs(manifest["path"].to_numpy(), num_samples, inputs, batches)
+    decoded = list(decoded_batches(dataset, workers, pin_memory=False))
+    assert len(decoded) == len(batches)
+    for batch, values in zip(batches, decoded, strict=True):
+        expected = pad_batch([inputs.prepare(load_audio(manifest["path"][row])) for row in batch])
+        torch.testing.assert_close(values, expected, rtol=0, atol=0)
+    write_utterance(rows[3]["path"], 3_000, seed=3)  # the manifest says 3,200 samples
+    with pytest.raises(ValueError, match=rf"{rows[3]['path']}: decodes to 3000 samples but the manifest says 3200"):
+        list(decoded_batches(dataset, workers, pin_memory=False))
 
 
 # ---------------------------------------------------------------------------------------
