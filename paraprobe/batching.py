@@ -227,7 +227,9 @@ class MatmulFeatureEncoder(nn.Module):
         for layer in encoder.conv_layers:
             conv = layer.conv
             if conv.groups != 1 or conv.dilation != (1,) or conv.padding not in ((0,), "valid"):
-                raise ValueError(f"the feature encoder runs as matrix products for plain strided convolutions; got {conv}")
+                raise ValueError(
+                    f"the feature encoder runs as matrix products for plain strided convolutions; got {conv}"
+                )
         self.encoder = encoder
         self.valid_steps: list[Sequence[int]] | None = None
 
@@ -237,7 +239,8 @@ class MatmulFeatureEncoder(nn.Module):
             conv, norm = layer.conv, getattr(layer, "layer_norm", None)
             if isinstance(norm, nn.GroupNorm):
                 valid_steps = None if self.valid_steps is None else self.valid_steps[index]
-                hidden = conv1d_as_matmul(hidden, *group_normalised_kernels(hidden, conv, norm, valid_steps), conv.stride[0])
+                weight, bias = group_normalised_kernels(hidden, conv, norm, valid_steps)
+                hidden = conv1d_as_matmul(hidden, weight, bias, conv.stride[0])
             else:
                 hidden = conv1d_as_matmul(hidden, conv.weight, conv.bias, conv.stride[0])
                 if norm is not None:

@@ -75,11 +75,8 @@ class RawLocation:
 
 def raw_locations(out: h5py.File, num_layers: int) -> dict[str, RawLocation]:
     """The :class:`RawLocation` of every pooled and frame dataset of a file laid out by :func:`create_layout`."""
-    return {
-        f"{group}/{name}": RawLocation(out[f"{group}/{name}"].id.get_offset(), out[f"{group}/{name}"].shape, out[f"{group}/{name}"].dtype)
-        for group in ("pooled", "frames")
-        for name in layer_names(num_layers)
-    }
+    names = [f"{group}/{name}" for group in ("pooled", "frames") for name in layer_names(num_layers)]
+    return {name: RawLocation(out[name].id.get_offset(), out[name].shape, out[name].dtype) for name in names}
 
 
 class RawRows:

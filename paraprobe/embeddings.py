@@ -444,7 +444,7 @@ def decoded_batches(dataset: BatchInputs, workers: int, pin_memory: bool) -> Ite
     with warnings.catch_warnings():
         # Python 3.12+ warns about fork() in a process with threads (CUDA's, torch's);
         # the workers only decode audio with numpy and libsndfile.
-        warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", r".*use of fork\(\) may lead to deadlocks", DeprecationWarning)
         batches = iter(loader)  # forks the workers now, before the caller opens its output
     return map(DecodedBatch.values_or_raise, batches)
 
