@@ -119,7 +119,7 @@ class RawRows:
 
 
 def copy_utterance_rows(
-    destination: h5py.Dataset,
+    destination: h5py.Dataset | RawRows,
     destination_offsets: np.ndarray,
     pieces: Sequence[tuple[h5py.Dataset, np.ndarray, np.ndarray, np.ndarray]],
 ) -> None:
@@ -127,7 +127,7 @@ def copy_utterance_rows(
 
     Parameters
     ----------
-    destination : (R, D) dataset
+    destination : (R, D) h5py dataset or :class:`RawRows`
         Utterance u owns rows ``[destination_offsets[u], destination_offsets[u + 1])``.
     destination_offsets : (U + 1,) int array
     pieces : list of (source, source_offsets, source_utterances, destination_utterances)
