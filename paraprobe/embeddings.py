@@ -427,10 +427,11 @@ def decoded_batches(dataset: BatchInputs, workers: int, pin_memory: bool) -> Ite
     Processes rather than threads: decoding threads would contend for the interpreter
     lock with the thread that launches the model's kernels, and on a GPU that lock, not
     the device, set the pace. Each worker holds at most two batches ahead, so host
-    memory is bounded by the workers, not the corpus. Workers are forked when this is called (they run no
-    CUDA and inherit the loaded settings; spawned ones would re-run the Snakemake
-    script); without ``fork`` decoding runs in this process. With ``pin_memory`` a
-    thread copies each batch to page-locked memory for a fast asynchronous transfer.
+    memory is bounded by the workers, not the corpus. Workers are forked when this is
+    called (they run no CUDA and inherit the loaded settings; spawned ones would re-run
+    the Snakemake script); with no workers, or without ``fork``, decoding runs in this
+    process. With ``pin_memory`` a thread copies each batch to page-locked memory for a
+    fast asynchronous transfer.
     """
     forked = workers > 0 and "fork" in multiprocessing.get_all_start_methods()
     loader = torch.utils.data.DataLoader(
