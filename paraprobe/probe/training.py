@@ -6,12 +6,13 @@ stops improving; the weights of the best validation epoch are kept.
 
 :func:`train_probes` trains every input of a fold in one computation (``trainer="batched"``):
 each dense layer's weights are stacked on a leading probe axis and applied with
-``torch.baddbmm`` (one stack for the fixed-input probes, one for the weighted-average probe),
-every probe sees the same minibatches, and each probe's gradient, that of its own mean
-cross-entropy, is written by hand into buffers kept across steps. A probe whose validation
-loss has not improved for ``patience`` epochs stops: it leaves its stack (its parameters and
-AdamW state are frozen where they were, its best weights kept), so later epochs cost only what
-the probes still training need.
+``torch.baddbmm`` (the weighted-average probe on the same axis as the fixed-input ones, after
+them), every probe sees the same minibatches, and each probe's gradient, that of its own mean
+cross-entropy, is written by hand into one buffer kept across steps, which one call of the
+fused AdamW kernel then applies. A probe whose validation loss has not improved for
+``patience`` epochs stops: it leaves the stack (its parameters and AdamW state are frozen
+where they were, its best weights kept), so later epochs cost only what the probes still
+training need.
 
 Two references train the same probes one by one from the same initial weights and
 minibatches: ``"sequential"`` runs the batched code with a probe axis of length one (what
@@ -24,6 +25,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,142 +125,160 @@ def _per_probe_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return losses.view(num_probes, batch).sum(dim=1)
 
 
-class _ProbeStack:
-    """Probes of one kind trained together: parameters on a leading probe axis, inputs, AdamW.
+#: AdamW's other hyper-parameters: torch's defaults, which the reference trainer uses.
+_ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
-    One stack holds the fixed-input probes (each reads its own input), another the
-    weighted-average probe (reads the mix of the layers). Gradients are written by hand into
-    buffers kept across steps: the MLP's backward pass is a few batched products, with no
-    autograd graph to record and no fresh gradient tensors each step.
+
+def _views(flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Consecutive views of the 1-D ``flat`` with the given shapes."""
+    sizes = [math.prod(shape) for shape in shapes]
+    return [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
+
+
+class _ProbeStack:
+    """The probes of a fold trained together: each dense layer's weights on a leading probe axis.
+
+    The fixed-input probes come first, each reading its own input; the weighted-average probe, if
+    any, comes last and reads the softmax-weighted mix of the layers. All parameters live in one
+    flat buffer (each layer's weights and biases, and the mix logits, are views of it), and so do
+    their gradients and AdamW's two moments: a training step writes the hand-derived gradients in
+    place with a few batched products, then makes one call of the fused AdamW kernel.
     """
 
-    def __init__(
-        self,
-        inputs: ProbeInputs,
-        probe_ids: np.ndarray,
-        initial: list[list[torch.Tensor]],
-        settings: ProbeSettings,
-        mixes_layers: bool,
-    ):
+    def __init__(self, inputs: ProbeInputs, initial: list[list[torch.Tensor]], settings: ProbeSettings):
         self.settings = settings
-        self.mixes_layers = mixes_layers
-        self.all_ids = probe_ids
-        self.probe_ids = probe_ids  # the ones still training
         like = inputs.features
+        # (R * N, D): row r * N + n is utterance n's input r, so a minibatch's inputs are one index_select.
+        self.features = like.reshape(-1, like.shape[-1])
+        self.num_utterances = like.shape[1]
+        self.layer_rows = torch.arange(inputs.num_layer_rows, device=like.device)
+        self.all_fixed_rows = torch.tensor(inputs.rows, dtype=torch.int64, device=like.device)
+        self.all_ids = np.arange(len(inputs.names))  # a probe's id is its position in ``inputs.names``
+        self.had_mix = inputs.has_weighted_average
         # W (P, in, out) and b (P, 1, out) per dense layer, so that a layer is one baddbmm.
-        self.dense = [
-            torch.stack([p[i] for p in initial]).view(len(initial), -1, initial[0][i].shape[-1]).to(like)
-            for i in range(len(initial[0]))
-        ]
-        self.mix_logits = (
-            torch.zeros(len(probe_ids), inputs.num_layer_rows, dtype=like.dtype, device=like.device)
-            if mixes_layers
-            else None
-        )
-        # An utterance-major copy (N, K, D) of the K inputs the stack reads (the probes' own, or
-        # the layers it mixes), flattened to (N * K, D): a minibatch's inputs of the probes in
-        # training, ``columns`` of K, are then one index_select of contiguous rows.
-        rows = (
-            torch.arange(inputs.num_layer_rows)
-            if mixes_layers
-            else torch.tensor([inputs.rows[i] for i in probe_ids], dtype=torch.int64)
-        )
-        self.num_columns = len(rows)
-        self.features = inputs.features.transpose(0, 1)[:, rows.to(like.device)].reshape(-1, like.shape[-1])
-        self.columns = torch.arange(self.num_columns, device=like.device)
-        self.best = [parameter.clone() for parameter in self.parameters()]
-        self._start_optimizer({})
+        dense = [torch.stack(tensors).view(len(initial), -1, tensors[0].shape[-1]) for tensors in zip(*initial)]
+        self.num_dense = len(dense)
+        mix = [torch.zeros(1, inputs.num_layer_rows)] if self.had_mix else []
+        self.best = [parameter.to(like) for parameter in dense + mix]
+        self.restore_best()  # every probe, at its initial weights ...
+        self._place(self.best, moments=None)  # ... copied into the training buffers
+        self.step = torch.zeros((), dtype=torch.float32, device=like.device)  # AdamW's, shared by all probes
 
-    def parameters(self) -> list[torch.Tensor]:
-        return self.dense + ([self.mix_logits] if self.mix_logits is not None else [])
-
-    def _start_optimizer(self, state: dict) -> None:
-        """AdamW over the current parameters (with ``state`` carried over), gradients in buffers."""
-        for parameter in self.parameters():
-            parameter.grad = torch.empty_like(parameter)
-        # The fused kernel does AdamW's elementwise update in one pass over each tensor.
-        self.optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay, fused=True
+    def _place(self, parameters: list[torch.Tensor], moments: list[list[torch.Tensor]] | None) -> None:
+        """Copy ``parameters`` and AdamW's two moments of each (zeros if None) into fresh flat buffers."""
+        shapes = [tuple(parameter.shape) for parameter in parameters]
+        self.flat = torch.cat([parameter.reshape(-1) for parameter in parameters])
+        self.flat_grad = torch.empty_like(self.flat)
+        self.flat_moments = (
+            [torch.cat([tensor.reshape(-1) for tensor in moment]) for moment in moments]
+            if moments
+            else [torch.zeros_like(self.flat), torch.zeros_like(self.flat)]
         )
-        self.optimizer.state.update(state)
+        self.parameters = _views(self.flat, shapes)
+        self.gradients = _views(self.flat_grad, shapes)
+
+    @property
+    def mix_logits(self) -> torch.Tensor | None:
+        """(1, L + 1) logits of the weighted-average probe's layer weights; None when it is not here."""
+        return self.parameters[-1] if self.has_mix else None
 
     def _forward(self, rows: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
-        """Each dense layer's input (P, B, in), the gathered layers (B, L + 1, D) of a mix, logits (P, B, C)."""
-        flat_rows = (rows[:, None] * self.num_columns + self.columns).view(-1)
-        gathered = self.features.index_select(0, flat_rows).view(len(rows), len(self.columns), -1)
-        if self.mix_logits is not None:
-            # (P, L + 1) weights times each utterance's (L + 1, D) layers -> (B, P, D)
-            x = torch.matmul(torch.softmax(self.mix_logits, dim=1), gathered).transpose(0, 1)
-        else:
-            x = gathered.transpose(0, 1)
+        """Each dense layer's input (P, B, in), the mixed layers (L + 1, B, D) if any, logits (P, B, C)."""
+        num_fixed, dim = len(self.fixed_rows), self.features.shape[-1]
+        x = torch.empty(num_fixed + self.has_mix, len(rows), dim, dtype=self.features.dtype, device=rows.device)
+        fixed_inputs = (self.fixed_rows[:, None] * self.num_utterances + rows).view(-1)
+        torch.index_select(self.features, 0, fixed_inputs, out=x[:num_fixed].view(-1, dim))
+        layers = None
+        if self.has_mix:
+            layers = self.features.index_select(0, (self.layer_rows[:, None] * self.num_utterances + rows).view(-1))
+            # (1, L + 1) weights times the (L + 1, B * D) layers: the last probe's input
+            weights = torch.softmax(self.mix_logits, dim=1)
+            torch.mm(weights, layers.view(len(self.layer_rows), -1), out=x[-1].view(1, -1))
+            layers = layers.view(len(self.layer_rows), len(rows), dim)
         layer_inputs = []
-        for index in range(0, len(self.dense), 2):
+        for index in range(0, self.num_dense, 2):
             if index:
                 x = torch.relu(x)
             layer_inputs.append(x)
-            x = torch.baddbmm(self.dense[index + 1], x, self.dense[index])
-        return layer_inputs, (gathered if self.mix_logits is not None else None), x
+            x = torch.baddbmm(self.parameters[index + 1], x, self.parameters[index])
+        return layer_inputs, layers, x
 
     def train_step(self, rows: torch.Tensor, one_hot: torch.Tensor) -> None:
         """One AdamW step of every probe on the minibatch ``rows`` (B,) with targets ``one_hot`` (B, C).
 
         Each probe's gradient is that of its own mean cross-entropy over the minibatch.
         """
-        layer_inputs, gathered, logits = self._forward(rows)
+        layer_inputs, layers, logits = self._forward(rows)
         # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / B
         upstream = torch.softmax(logits, dim=-1).sub_(one_hot).div_(len(rows))
-        for index in range(len(self.dense) - 2, -1, -2):
-            weight, bias = self.dense[index], self.dense[index + 1]
+        for index in range(self.num_dense - 2, -1, -2):
             layer_input = layer_inputs[index // 2]
-            torch.bmm(layer_input.transpose(1, 2), upstream, out=weight.grad)
-            torch.sum(upstream, dim=1, keepdim=True, out=bias.grad)
-            if index or gathered is not None:
-                upstream = torch.bmm(upstream, weight.transpose(1, 2))
-                if index:  # through the ReLU whose output is layer_input
-                    upstream = torch.ops.aten.threshold_backward(upstream, layer_input, 0)
-        if gathered is not None:
-            # dLoss/dw_l = sum over b, d of layer_l * upstream, as (B, L + 1, D) @ (B, D, P) summed over B;
-            # then through the softmax, whose Jacobian is diag(w) - w w^T.
+            torch.bmm(layer_input.transpose(1, 2), upstream, out=self.gradients[index])
+            torch.sum(upstream, dim=1, keepdim=True, out=self.gradients[index + 1])
+            if index:  # on to the layer's input, through the ReLU whose output it is
+                upstream = torch.bmm(upstream, self.parameters[index].transpose(1, 2))
+                upstream = torch.ops.aten.threshold_backward(upstream, layer_input, 0)
+        if layers is not None:
+            # The mix's gradient (B, D) is the last probe's upstream (B, H) times its W^T (H, D);
+            # dLoss/dw_l sums layer_l times it over b and d; then through the softmax, whose
+            # Jacobian is diag(w) - w w^T.
+            mix_gradient = torch.mm(upstream[-1], self.parameters[0][-1].T)
+            by_weight = torch.mv(layers.view(len(self.layer_rows), -1), mix_gradient.view(-1))[None]
             weights = torch.softmax(self.mix_logits, dim=1)
-            by_weight = torch.bmm(gathered, upstream.permute(1, 2, 0)).sum(dim=0).T
-            torch.mul(weights, by_weight - (weights * by_weight).sum(dim=1, keepdim=True), out=self.mix_logits.grad)
-        self.optimizer.step()
+            torch.mul(weights, by_weight - (weights * by_weight).sum(), out=self.gradients[-1])
+        self.step += 1
+        # The kernel of torch.optim.AdamW(fused=True), called once for the whole buffer: the
+        # optimiser's own per-step bookkeeping took as long as the update.
+        torch._fused_adamw_(
+            [self.flat],
+            [self.flat_grad],
+            [self.flat_moments[0]],
+            [self.flat_moments[1]],
+            [],
+            [self.step],
+            lr=self.settings.learning_rate,
+            beta1=_ADAM_BETAS[0],
+            beta2=_ADAM_BETAS[1],
+            weight_decay=self.settings.weight_decay,
+            eps=_ADAM_EPS,
+            amsgrad=False,
+            maximize=False,
+        )
 
     def remember_best(self, improved: np.ndarray) -> None:
-        """Copy the parameters of the probes whose global id is True in ``improved`` (P_all,)."""
+        """Copy the parameters of the probes whose id is True in ``improved`` (P_all,)."""
         local = improved[self.probe_ids]
         if local.any():
-            positions = torch.from_numpy(np.searchsorted(self.all_ids, self.probe_ids[local]))
-            selected = torch.from_numpy(local)
-            for best, parameter in zip(self.best, self.parameters()):
-                best[positions.to(best.device)] = parameter[selected.to(best.device)]
+            selected = torch.from_numpy(local).to(self.flat.device)
+            ids = torch.from_numpy(self.probe_ids[local]).to(self.flat.device)
+            for best, parameter in zip(self.best[: self.num_dense], self.parameters):
+                best[ids] = parameter[selected]
+            if self.has_mix and local[-1]:
+                self.best[-1].copy_(self.mix_logits)
 
     def keep_only(self, active: np.ndarray) -> None:
-        """Keep the probes whose global id is True in ``active``; the others leave with their AdamW state,
-        so that later steps cost only what the probes still training need."""
-        keep = torch.from_numpy(active[self.probe_ids]).to(self.dense[0].device)
-        old_state = self.optimizer.state
-        kept_state = {}
-        kept_parameters = []
-        for parameter in self.parameters():
-            kept = parameter[keep]
-            kept_state[kept] = {
-                key: value[keep] if value.ndim > 0 else value.clone() for key, value in old_state[parameter].items()
-            }
-            kept_parameters.append(kept)
-        self.dense = kept_parameters[: len(self.dense)]
-        self.mix_logits = kept_parameters[-1] if self.mixes_layers else None
-        if not self.mixes_layers:
-            self.columns = self.columns[keep]
-        self.probe_ids = self.probe_ids[active[self.probe_ids]]
-        self._start_optimizer(kept_state)
+        """Keep training the probes whose id is True in ``active`` (at least one); the others leave
+        with their AdamW state, so that later steps cost only what the probes still training need."""
+        local = active[self.probe_ids]
+        selected = torch.from_numpy(local).to(self.flat.device)
+        keeps_mix = self.has_mix and bool(local[-1])
+        shapes = [tuple(parameter.shape) for parameter in self.parameters]
+
+        def kept(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [tensor[selected] for tensor in tensors[: self.num_dense]] + (tensors[-1:] if keeps_mix else [])
+
+        moments = [kept(_views(moment, shapes)) for moment in self.flat_moments]
+        self._place(kept(self.parameters), moments)
+        self.fixed_rows = self.fixed_rows[selected[: len(self.fixed_rows)]]
+        self.has_mix = keeps_mix
+        self.probe_ids = self.probe_ids[local]
 
     def restore_best(self) -> None:
-        """Every probe of the stack, with its best-epoch parameters, for predicting."""
+        """Every probe, with its best-epoch parameters (not a training state: for predicting)."""
         self.probe_ids = self.all_ids
-        self.columns = torch.arange(self.num_columns, device=self.columns.device)
-        self.dense = self.best[: len(self.dense)]
-        self.mix_logits = self.best[-1] if self.mixes_layers else None
+        self.fixed_rows = self.all_fixed_rows
+        self.has_mix = self.had_mix
+        self.parameters = self.best
 
     def evaluate(self, rows: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Mean cross-entropy (P,) and predicted classes (P, len(rows)) on ``rows``."""
@@ -300,54 +320,36 @@ def _train_together(
         initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
         for name in inputs.names
     ]
-    num_fixed = len(inputs.rows)
-    groups = [(np.arange(num_fixed), False), (np.arange(num_fixed, len(inputs.names)), True)]
-    all_stacks = [
-        _ProbeStack(inputs, ids, [initial[i] for i in ids], settings, mixes_layers)
-        for ids, mixes_layers in groups
-        if ids.size
-    ]
-    training = list(all_stacks)
+    stack = _ProbeStack(inputs, initial, settings)
     stopping = EarlyStopping(len(inputs.names), settings.patience)
     for epoch in range(1, settings.max_epochs + 1):
         for batch in epoch_batches(seed, epoch, fold.train, settings.batch_size):
-            batch_one_hot = one_hot.index_select(0, batch)
-            for stack in training:
-                stack.train_step(batch, batch_one_hot)
+            stack.train_step(batch, one_hot.index_select(0, batch))
         losses = np.full(len(inputs.names), np.nan)
-        for stack in training:
-            losses[stack.probe_ids] = stack.evaluate(fold.validation, fold.targets)[0]
+        losses[stack.probe_ids] = stack.evaluate(fold.validation, fold.targets)[0]
         improved = stopping.update(epoch, losses)
-        for stack in training:
-            stack.remember_best(improved)
-        stopped = [i for stack in training for i in stack.probe_ids if not stopping.active[i]]
-        if stopped:
+        stack.remember_best(improved)
+        stopped = stack.probe_ids[~stopping.active[stack.probe_ids]]
+        if stopped.size:
             logger.info(
                 "epoch %d: stopped %s; %d probes still training",
                 epoch,
                 ", ".join(inputs.names[i] for i in stopped),
                 stopping.active.sum(),
             )
-            for stack in training:
-                if not stopping.active[stack.probe_ids].all():
-                    stack.keep_only(stopping.active)
-            training = [stack for stack in training if stack.probe_ids.size]
-        if not training:
-            break
-    predictions = []
-    for stack in all_stacks:
-        stack.restore_best()
-        predictions.append(stack.evaluate(fold.test, fold.targets)[1])
-    best = [torch.cat(tensors) for tensors in zip(*(stack.best[: len(stack.dense)] for stack in all_stacks))]
-    mix_stack = all_stacks[-1] if all_stacks[-1].mixes_layers else None
+            if not stopping.active.any():
+                break
+            stack.keep_only(stopping.active)
+    stack.restore_best()
+    best_dense = stack.best[: stack.num_dense]
     return ProbeResults(
         names=inputs.names,
-        predictions=np.concatenate(predictions),
+        predictions=stack.evaluate(fold.test, fold.targets)[1],
         epochs=stopping.epochs,
         best_epoch=stopping.best_epoch,
         best_validation_loss=stopping.best_loss,
-        layer_weights=torch.softmax(mix_stack.best[-1][0], dim=0).cpu().numpy() if mix_stack else None,
-        parameters=[p.squeeze(1).cpu().numpy() if i % 2 else p.cpu().numpy() for i, p in enumerate(best)],
+        layer_weights=torch.softmax(stack.best[-1][0], dim=0).cpu().numpy() if stack.had_mix else None,
+        parameters=[p.squeeze(1).cpu().numpy() if i % 2 else p.cpu().numpy() for i, p in enumerate(best_dense)],
     )
 
 
