@@ -147,7 +147,10 @@ def forward_passes_only(extractor: EmbeddingExtractor, manifest: pd.DataFrame, k
     num_samples = manifest_num_samples(manifest)
     batches = shard_batches(num_samples, extractor.budget_samples, 0, 1)
     dataset = BatchInputs(manifest["path"].to_numpy(), num_samples, extractor.inputs, batches)
-    padded = list(decoded_batches(dataset, os.cpu_count(), pin_memory=extractor.device.type == "cuda"))
+    padded = [
+        values.pin_memory() if extractor.device.type == "cuda" else values
+        for values in decoded_batches(dataset, os.cpu_count(), pin_memory=False)
+    ]
     with Clock(extractor.device) as clock:
         for batch, values in zip(batches, padded, strict=True):
             extractor.pooler(values, num_samples[batch].tolist(), keep_frames[batch].tolist())

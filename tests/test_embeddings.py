@@ -563,23 +563,35 @@ def test_audio_that_changed_since_the_manifest_is_an_error(tmp_path, corpus, che
         extract_embeddings(manifest, checkpoints["group"], tmp_path / "out.h5", settings())
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_decoded_batches_arrive_in_order_and_a_worker_error_is_raised_as_it_is(corpus, workers):
-    """Forked decoding workers (as on a GPU) give what decoding in the job's process gives."""
+@pytest.mark.parametrize(
+    "workers, pin_memory",
+    [
+        (0, False),
+        (2, False),
+        pytest.param(
+            2,
+            True,
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+        ),
+    ],
+)
+def test_decoded_batches_arrive_in_order_and_a_worker_error_is_raised_as_it_is(corpus, workers, pin_memory):
+    """Forked decoding workers (as on a GPU) give what decoding in the job's process gives;
+    staged in reused page-locked buffers, each batch is intact while it is used."""
     manifest_path, rows = corpus
     manifest = read_manifest(manifest_path)
     num_samples = manifest_num_samples(manifest)
     inputs = InputSettings(sampling_rate=RATE, do_normalize=True)
     batches = plan_batches(num_samples, 20_000)
     dataset = BatchInputs(manifest["path"].to_numpy(), num_samples, inputs, batches)
-    decoded = list(decoded_batches(dataset, workers, pin_memory=False))
-    assert len(decoded) == len(batches)
-    for batch, values in zip(batches, decoded, strict=True):
+    assert len(batches) > 3, "more batches than page-locked buffers, for the test to bite"
+    for batch, values in zip(batches, decoded_batches(dataset, workers, pin_memory), strict=True):
         expected = pad_batch([inputs.prepare(load_audio(manifest["path"][row])) for row in batch])
+        assert values.is_pinned() == pin_memory
         torch.testing.assert_close(values, expected, rtol=0, atol=0)
     write_utterance(rows[3]["path"], 3_000, seed=3)  # the manifest says 3,200 samples
     with pytest.raises(ValueError, match=rf"{rows[3]['path']}: decodes to 3000 samples but the manifest says 3200"):
-        list(decoded_batches(dataset, workers, pin_memory=False))
+        list(decoded_batches(dataset, workers, pin_memory))
 
 
 # ---------------------------------------------------------------------------------------
