@@ -17,7 +17,8 @@ transformer receives it.
 How it runs: utterances are grouped into length-bucketed batches
 (:func:`paraprobe.batching.plan_batches`) made exact by
 :class:`paraprobe.batching.ExactBatching`; worker processes decode the next batches
-while the model runs; pooling happens on the device, and only pooled vectors and the
+while the model runs (on a GPU a thread stages them in reused page-locked buffers for the
+copy to the device); pooling happens on the device, and only pooled vectors and the
 subset's frames cross to the host, where writer threads store them while the device
 computes the next batch, straight to their bytes in the HDF5 file
 (:class:`paraprobe.embedding_store.RawRows`; host memory does not grow with the corpus).
