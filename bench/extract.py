@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         model_dir = root / "model"
         save_base_sized_model(model_dir, args.seed)
         print(
-            f"{len(manifest)} utterances, {audio_seconds:.0f} s of audio (median {manifest['duration_s'].median():.1f} s, "
+            f"{len(manifest)} utterances, {audio_seconds:.0f} s of audio "
+            f"(median {manifest['duration_s'].median():.1f} s, "
             f"{manifest['duration_s'].min():.1f}-{manifest['duration_s'].max():.1f} s), frames of {frame_utterances}; "
             f"wav2vec2-base-sized random init (12 layers, 768); {device}, {args.threads} threads",
             flush=True,
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
         print(
-            f"ratio paraprobe / naive, median of {args.rounds} rounds: {np.median(walls):.2f}x wall, {np.median(cpus):.2f}x CPU time"
+            f"ratio paraprobe / naive, median of {args.rounds} rounds: {np.median(walls):.2f}x wall, "
+            f"{np.median(cpus):.2f}x CPU time"
         )
         naive_cosines = min_cosine_per_layer(pooled[:, :naive_count], naive_pooled)
         print(f"lowest cosine to the naive loop per layer: {format_layers(naive_cosines)}")
@@ -273,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
             full_pooled, full_clock = paraprobe_run(full, manifest_path, root / "float32.h5")
             print(f"paraprobe float32: {audio_seconds / full_clock.wall:.1f} audio s/s")
             print(
-                f"float16 autocast vs float32, lowest cosine per layer: {format_layers(min_cosine_per_layer(pooled, full_pooled))}"
+                "float16 autocast vs float32, lowest cosine per layer: "
+                f"{format_layers(min_cosine_per_layer(pooled, full_pooled))}"
             )
         print(f"peak host memory (whole run): {peak_memory_mb():.0f} MB")
 

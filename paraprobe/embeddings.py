@@ -483,7 +483,7 @@ def staged_in_pinned_buffers(batches: Iterator[torch.Tensor], capacity: int) -> 
     raised while producing a batch is raised here, as it is.
     """
     free: queue.Queue = queue.Queue()  # (buffer, event after its last use) or None: stop
-    staged: queue.Queue = queue.Queue()  # (tensor, its buffer) or (None, error) or None: done
+    staged: queue.Queue = queue.Queue()  # (tensor, its buffer), (None, the error raised) or None: done
     for _ in range(PINNED_BUFFERS):
         free.put((torch.empty(capacity, dtype=torch.float32, pin_memory=True), None))
 
@@ -505,13 +505,13 @@ def staged_in_pinned_buffers(batches: Iterator[torch.Tensor], capacity: int) -> 
     stager.start()
     try:
         while (item := staged.get()) is not None:
-            tensor, buffer = item
+            tensor, buffer_or_error = item
             if tensor is None:
-                raise buffer
+                raise buffer_or_error
             yield tensor
             consumed = torch.cuda.Event()
             consumed.record()
-            free.put((buffer, consumed))
+            free.put((buffer_or_error, consumed))
     finally:
         free.put(None)  # a consumer that stops early stops the thread too
 
