@@ -148,9 +148,10 @@ class _ProbeStack:
     def __init__(self, inputs: ProbeInputs, initial: list[list[torch.Tensor]], settings: ProbeSettings):
         self.settings = settings
         like = inputs.features
-        # (R * N, D): row r * N + n is utterance n's input r, so a minibatch's inputs are one index_select.
-        self.features = like.reshape(-1, like.shape[-1])
-        self.num_utterances = like.shape[1]
+        # (N * R, D), utterance-major: row n * R + r is utterance n's input r. A minibatch's inputs
+        # are one index_select, which reads each utterance's rows from one stretch of memory.
+        self.features = like.transpose(0, 1).reshape(-1, like.shape[-1])
+        self.num_rows = like.shape[0]
         self.layer_rows = torch.arange(inputs.num_layer_rows, device=like.device)
         self.all_fixed_rows = torch.tensor(inputs.rows, dtype=torch.int64, device=like.device)
         self.all_ids = np.arange(len(inputs.names))  # a probe's id is its position in ``inputs.names``
@@ -186,11 +187,11 @@ class _ProbeStack:
         """Each dense layer's input (P, B, in), the mixed layers (L + 1, B, D) if any, logits (P, B, C)."""
         num_fixed, dim = len(self.fixed_rows), self.features.shape[-1]
         x = torch.empty(num_fixed + self.has_mix, len(rows), dim, dtype=self.features.dtype, device=rows.device)
-        fixed_inputs = (self.fixed_rows[:, None] * self.num_utterances + rows).view(-1)
+        fixed_inputs = (self.fixed_rows[:, None] + rows * self.num_rows).view(-1)
         torch.index_select(self.features, 0, fixed_inputs, out=x[:num_fixed].view(-1, dim))
         layers = None
         if self.has_mix:
-            layers = self.features.index_select(0, (self.layer_rows[:, None] * self.num_utterances + rows).view(-1))
+            layers = self.features.index_select(0, (self.layer_rows[:, None] + rows * self.num_rows).view(-1))
             # (1, L + 1) weights times the (L + 1, B * D) layers: the last probe's input
             weights = torch.softmax(self.mix_logits, dim=1)
             torch.mm(weights, layers.view(len(self.layer_rows), -1), out=x[-1].view(1, -1))
