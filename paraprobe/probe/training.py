@@ -183,33 +183,36 @@ class _ProbeStack:
         """(1, L + 1) logits of the weighted-average probe's layer weights; None when it is not here."""
         return self.parameters[-1] if self.has_mix else None
 
-    def _forward(self, rows: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor]:
-        """Each dense layer's input (P, B, in), the mixed layers (L + 1, B, D) if any, logits (P, B, C)."""
+    def _forward(
+        self, rows: torch.Tensor
+    ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor]:
+        """Each dense layer's input (P, B, in); if the mix trains, the mixed layers (L + 1, B, D) and
+        their softmax weights (1, L + 1); logits (P, B, C)."""
         num_fixed, dim = len(self.fixed_rows), self.features.shape[-1]
         x = torch.empty(num_fixed + self.has_mix, len(rows), dim, dtype=self.features.dtype, device=rows.device)
         fixed_inputs = (self.fixed_rows[:, None] + rows * self.num_rows).view(-1)
         torch.index_select(self.features, 0, fixed_inputs, out=x[:num_fixed].view(-1, dim))
-        layers = None
+        mix = None
         if self.has_mix:
             layers = self.features.index_select(0, (self.layer_rows[:, None] + rows * self.num_rows).view(-1))
             # (1, L + 1) weights times the (L + 1, B * D) layers: the last probe's input
             weights = torch.softmax(self.mix_logits, dim=1)
             torch.mm(weights, layers.view(len(self.layer_rows), -1), out=x[-1].view(1, -1))
-            layers = layers.view(len(self.layer_rows), len(rows), dim)
+            mix = layers.view(len(self.layer_rows), len(rows), dim), weights
         layer_inputs = []
         for index in range(0, self.num_dense, 2):
             if index:
                 x = torch.relu(x)
             layer_inputs.append(x)
             x = torch.baddbmm(self.parameters[index + 1], x, self.parameters[index])
-        return layer_inputs, layers, x
+        return layer_inputs, mix, x
 
     def train_step(self, rows: torch.Tensor, one_hot: torch.Tensor) -> None:
         """One AdamW step of every probe on the minibatch ``rows`` (B,) with targets ``one_hot`` (B, C).
 
         Each probe's gradient is that of its own mean cross-entropy over the minibatch.
         """
-        layer_inputs, layers, logits = self._forward(rows)
+        layer_inputs, mix, logits = self._forward(rows)
         # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / B
         upstream = torch.softmax(logits, dim=-1).sub_(one_hot).div_(len(rows))
         for index in range(self.num_dense - 2, -1, -2):
@@ -219,17 +222,17 @@ class _ProbeStack:
             if index:  # on to the layer's input, through the ReLU whose output it is
                 upstream = torch.bmm(upstream, self.parameters[index].transpose(1, 2))
                 upstream = torch.ops.aten.threshold_backward(upstream, layer_input, 0)
-        if layers is not None:
+        if mix is not None:
             # The mix's gradient (B, D) is the last probe's upstream (B, H) times its W^T (H, D);
             # dLoss/dw_l sums layer_l times it over b and d; then through the softmax, whose
             # Jacobian is diag(w) - w w^T.
+            layers, weights = mix
             mix_gradient = torch.mm(upstream[-1], self.parameters[0][-1].T)
             by_weight = torch.mv(layers.view(len(self.layer_rows), -1), mix_gradient.view(-1))[None]
-            weights = torch.softmax(self.mix_logits, dim=1)
             torch.mul(weights, by_weight - (weights * by_weight).sum(), out=self.gradients[-1])
         self.step += 1
         # The kernel of torch.optim.AdamW(fused=True), called once for the whole buffer: the
-        # optimiser's own per-step bookkeeping took as long as the update.
+        # optimiser's own per-step bookkeeping cost more than the update itself.
         torch._fused_adamw_(
             [self.flat],
             [self.flat_grad],
