@@ -190,11 +190,12 @@ class _ProbeStack:
         their softmax weights (1, L + 1); logits (P, B, C)."""
         num_fixed, dim = len(self.fixed_rows), self.features.shape[-1]
         x = torch.empty(num_fixed + self.has_mix, len(rows), dim, dtype=self.features.dtype, device=rows.device)
-        fixed_inputs = (self.fixed_rows[:, None] + rows * self.num_rows).view(-1)
+        first_rows = rows * self.num_rows  # of each utterance's inputs in ``features``
+        fixed_inputs = (self.fixed_rows[:, None] + first_rows).view(-1)
         torch.index_select(self.features, 0, fixed_inputs, out=x[:num_fixed].view(-1, dim))
         mix = None
         if self.has_mix:
-            layers = self.features.index_select(0, (self.layer_rows[:, None] + rows * self.num_rows).view(-1))
+            layers = self.features.index_select(0, (self.layer_rows[:, None] + first_rows).view(-1))
             # (1, L + 1) weights times the (L + 1, B * D) layers: the last probe's input
             weights = torch.softmax(self.mix_logits, dim=1)
             torch.mm(weights, layers.view(len(self.layer_rows), -1), out=x[-1].view(1, -1))
