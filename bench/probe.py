@@ -4,7 +4,15 @@ RAVDESS-sized synthetic embeddings (1,440 utterances, 24 speakers in 4 folds, 8 
 13 hidden states of 768 dims, so 17 probe inputs), the paper's probe and settings. For every
 fold all trainers start from the same initial weights and see the same minibatches; the
 script prints each trainer's wall-clock and CPU time, the ratios, and the largest difference
-in test UA and in epochs trained against the batched trainer. The sequential trainers:
+in test UA and in epochs trained against the batched trainer. The batched trainer runs twice:
+
+``together``
+    the 4 folds as runs of one computation (68 probes in the first epoch);
+``batched``
+    fold by fold, 17 probes at a time, as the workflow's fold jobs train (each job's seeds are
+    its runs).
+
+The sequential trainers, fold by fold:
 
 ``sequential``
     the batched trainer's own code with a probe axis of length one, probe after probe: what
@@ -16,7 +24,7 @@ in test UA and in epochs trained against the batched trainer. The sequential tra
 
     PYTHONPATH=. python bench/probe.py [--threads 1] [--folds 4] [--dtype float32] [--device cpu]
 
-The probe rule runs one thread per fold job (``probe.threads``), so compare at ``--threads 1``.
+The probe rule runs ``probe.threads`` threads per fold job (default 1).
 """
 
 from __future__ import annotations
@@ -88,45 +96,64 @@ def main() -> None:
         f"{NUM_SPEAKERS} speakers, {args.folds} of {NUM_FOLDS} folds; {device}, {args.threads} threads; {args.dtype}; "
         f"{settings}"
     )
-    trainers = list(TRAINERS)  # "batched" first
-    wall, cpu = dict.fromkeys(trainers, 0.0), dict.fromkeys(trainers, 0.0)
-    ua_difference, epoch_difference = dict.fromkeys(trainers, 0.0), dict.fromkeys(trainers, 0)
-    total_epochs, longest_epochs = 0, 0
-    for test_fold in range(1, args.folds + 1):
-        split = fold_split(speakers, folds, test_fold, validation_share=0.15, seed=0)
-        inputs = build_probe_inputs(layers, split.train, names, dtype=getattr(torch, args.dtype), device=device)
-        uas, epochs = {}, {}
-        for name in trainers:
-            wall_start, cpu_start = time.perf_counter(), time.process_time()
-            results = train_probes(inputs, labels, split, NUM_CLASSES, settings, 0, trainer=name)
-            wall[name] += time.perf_counter() - wall_start
-            cpu[name] += time.process_time() - cpu_start
-            uas[name], epochs[name] = test_ua(results, labels, split.test), results.epochs
-            ua_difference[name] = max(ua_difference[name], np.abs(uas[name] - uas["batched"]).max())
-            epoch_difference[name] = max(epoch_difference[name], np.abs(epochs[name] - epochs["batched"]).max())
-        total_epochs += epochs["batched"].sum()
-        longest_epochs += epochs["batched"].max()
-        print(
-            f"fold {test_fold}: epochs per probe {epochs['batched'].tolist()}; batched UA "
-            f"{uas['batched'].min():.3f}..{uas['batched'].max():.3f}; "
-            + ", ".join(f"{name} {wall[name]:.1f} s so far" for name in trainers)
-        )
-    # Batched, every epoch of a fold's longest-training probe is a pass, however few probes are
-    # left: the ratio bounds what batching can save of costs per pass (Python, kernel launches),
-    # while the arithmetic per probe-epoch is the same either way.
-    print(
-        f"probe-epochs trained: {total_epochs}, in {longest_epochs} batched epochs "
-        f"(at most {total_epochs / longest_epochs:.1f} probes per pass on average)"
+    splits = [fold_split(speakers, folds, k, validation_share=0.15, seed=0) for k in range(1, args.folds + 1)]
+    seeds = [0] * len(splits)
+    inputs = build_probe_inputs(
+        layers, [split.train for split in splits], names, dtype=getattr(torch, args.dtype), device=device
     )
-    print(f"{'trainer':<20s} {'wall s':>8s} {'CPU s':>8s}")
-    for name in trainers:
-        print(f"{name:<20s} {wall[name]:8.1f} {cpu[name]:8.1f}")
-    for name in trainers[1:]:
+    # "together": the batched trainer with the folds as runs of one computation; the others fold
+    # by fold, as the workflow's fold jobs run. Fold by fold, the trainers alternate, and the
+    # folds-together run is timed before and after them, so that a machine whose speed drifts
+    # (shared hosts) weighs on every trainer alike.
+    trainers = ["together", *TRAINERS]
+    wall, cpu = dict.fromkeys(trainers, 0.0), dict.fromkeys(trainers, 0.0)
+    results = {name: [] for name in TRAINERS}
+
+    def timed(name: str, run_inputs, run_splits, trainer: str, share: float = 1.0):
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
+        runs = train_probes(run_inputs, labels, run_splits, [0] * len(run_splits), NUM_CLASSES, settings, trainer)
+        wall[name] += share * (time.perf_counter() - wall_start)
+        cpu[name] += share * (time.process_time() - cpu_start)
+        return runs
+
+    results["together"] = timed("together", inputs, splits, "batched", share=0.5)
+    for fold, split in enumerate(splits):
+        for name in TRAINERS:
+            results[name] += timed(name, inputs.run(fold), [split], name)
         print(
-            f"speed-up of batched over {name}: {wall[name] / wall['batched']:.1f}x wall, "
-            f"{cpu[name] / cpu['batched']:.1f}x CPU; largest |UA difference| {ua_difference[name]:.2e}, "
-            f"largest difference in epochs trained {epoch_difference[name]}"
+            f"fold {fold + 1}: " + ", ".join(f"{name} {wall[name]:.1f} s" for name in TRAINERS) + " so far", flush=True
         )
+    again = timed("together", inputs, splits, "batched", share=0.5)
+    assert all((a.predictions == b.predictions).all() for a, b in zip(again, results["together"])), "not deterministic"
+    uas = {name: [test_ua(run, labels, split.test) for run, split in zip(results[name], splits)] for name in trainers}
+    epochs = {name: [run.epochs for run in results[name]] for name in trainers}
+    for fold, (fold_uas, fold_epochs) in enumerate(zip(uas["batched"], epochs["batched"]), start=1):
+        print(
+            f"fold {fold}: epochs per probe {fold_epochs.tolist()}; batched UA {fold_uas.min():.3f}..{fold_uas.max():.3f}"
+        )
+    total_epochs = sum(run.sum() for run in epochs["batched"])
+    longest = {"together": max(run.max() for run in epochs["batched"])}
+    longest["batched"] = sum(run.max() for run in epochs["batched"])
+    # Batched, every epoch of the longest-training probe is a pass, however few probes are left:
+    # the ratio bounds what batching can save of costs per pass (Python, kernel launches), while
+    # the arithmetic per probe-epoch is the same either way.
+    for name, passes in longest.items():
+        print(
+            f"{name}: {total_epochs} probe-epochs in {passes} batched epochs "
+            f"(at most {total_epochs / passes:.1f} probes per pass on average)"
+        )
+    print(f"{'trainer':<12s} {'wall s':>8s} {'CPU s':>8s}")
+    for name in trainers:
+        print(f"{name:<12s} {wall[name]:8.1f} {cpu[name]:8.1f}")
+    for fast in ("together", "batched"):
+        for slow in ("sequential", "reference"):
+            ua_difference = max(np.abs(a - b).max() for a, b in zip(uas[slow], uas[fast]))
+            epoch_difference = max(np.abs(a - b).max() for a, b in zip(epochs[slow], epochs[fast]))
+            print(
+                f"speed-up of {fast} over {slow}: {wall[slow] / wall[fast]:.1f}x wall, "
+                f"{cpu[slow] / cpu[fast]:.1f}x CPU; largest |UA difference| {ua_difference:.2e}, "
+                f"largest difference in epochs trained {epoch_difference}"
+            )
 
 
 if __name__ == "__main__":

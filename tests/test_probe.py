@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -155,8 +156,8 @@ def test_split_rejects_a_speaker_in_two_folds():
 def test_inputs_are_standardised_with_training_rows_only():
     _, speakers, folds, layers = planted_corpus()
     split = fold_split(speakers, folds, 1, 0.15, 0)
-    inputs = build_probe_inputs(layers + 5.0, split.train, probe_input_names(NUM_LAYERS), dtype=torch.float64)
-    features = inputs.features.numpy()
+    inputs = build_probe_inputs(layers + 5.0, [split.train], probe_input_names(NUM_LAYERS), dtype=torch.float64)
+    features = inputs.features[0].transpose(0, 1).numpy()  # (R, N, D)
     assert inputs.names[-1] == "weighted_average" and len(inputs.rows) == NUM_LAYERS + 4
     train = features[:, split.train]
     np.testing.assert_allclose(train.mean(axis=1), 0, atol=1e-6)
@@ -213,10 +214,10 @@ def test_batched_trainer_matches_the_torch_nn_reference(names):
     """Hand-written gradients and a probe axis against torch.nn, autograd and torch's AdamW (float64)."""
     labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
     split = fold_split(speakers, folds, 2, 0.15, 0)
-    inputs = build_probe_inputs(layers, split.train, names, dtype=torch.float64)
+    inputs = build_probe_inputs(layers, [split.train], names, dtype=torch.float64)
     settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
-    batched = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3)
-    reference = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3, trainer="reference")
+    batched = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings)[0]
+    reference = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings, trainer="reference")[0]
     if len(names) > 2:
         assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
     np.testing.assert_array_equal(batched.epochs, reference.epochs)
@@ -240,10 +241,10 @@ def test_batched_and_sequential_trainers_agree_in_float32():
     """
     labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
     split = fold_split(speakers, folds, 2, 0.15, 0)
-    inputs = build_probe_inputs(layers, split.train, probe_input_names(NUM_LAYERS), dtype=torch.float32)
+    inputs = build_probe_inputs(layers, [split.train], probe_input_names(NUM_LAYERS), dtype=torch.float32)
     settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
-    batched = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3)
-    sequential = train_probes(inputs, labels, split, NUM_CLASSES, settings, seed=3, trainer="sequential")
+    batched = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings)[0]
+    sequential = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings, trainer="sequential")[0]
     assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
     for field in ("epochs", "best_epoch", "predictions"):
         np.testing.assert_array_equal(getattr(batched, field), getattr(sequential, field), err_msg=field)
@@ -253,33 +254,69 @@ def test_batched_and_sequential_trainers_agree_in_float32():
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+def test_runs_of_different_sizes_train_together_as_each_would_alone():
+    """Three runs whose minibatch counts and last batches differ (padding, and AdamW step counts
+    that drift apart) and whose validation sets differ in size, against the torch.nn reference
+    one probe and one run at a time (float64)."""
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    splits = []
+    for test_fold, (num_train, num_validation) in zip((1, 2, 3), ((78, 30), (45, 25), (37, 30))):
+        split = fold_split(speakers, folds, test_fold, 0.15, seed=test_fold)
+        splits.append(replace(split, train=split.train[:num_train], validation=split.validation[:num_validation]))
+    seeds = [3, 4, 5]
+    inputs = build_probe_inputs(layers, [split.train for split in splits], probe_input_names(NUM_LAYERS), torch.float64)
+    settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
+    batched = train_probes(inputs, labels, splits, seeds, NUM_CLASSES, settings)
+    reference = train_probes(inputs, labels, splits, seeds, NUM_CLASSES, settings, trainer="reference")
+    assert len({tuple(run.epochs) for run in batched}) == 3, "runs should stop differently for this test to bite"
+    for ours, theirs, split in zip(batched, reference, splits, strict=True):
+        assert ours.predictions.shape == (len(inputs.names), split.test.size)
+        np.testing.assert_array_equal(ours.epochs, theirs.epochs)
+        np.testing.assert_array_equal(ours.best_epoch, theirs.best_epoch)
+        np.testing.assert_array_equal(ours.predictions, theirs.predictions)
+        np.testing.assert_allclose(ours.best_validation_loss, theirs.best_validation_loss, rtol=1e-9)
+        np.testing.assert_allclose(ours.layer_weights, theirs.layer_weights, rtol=1e-9)
+        for mine, reference_parameter in zip(ours.parameters, theirs.parameters, strict=True):
+            np.testing.assert_allclose(mine, reference_parameter, rtol=1e-7, atol=1e-10)
+
+
+def test_trainer_wants_a_split_and_a_seed_per_run():
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    split = fold_split(speakers, folds, 2, 0.15, 0)
+    inputs = build_probe_inputs(layers, [split.train, split.train], ["layer_01"])
+    with pytest.raises(ValueError, match="2 runs of inputs, 1 splits and 1 seeds: give one each"):
+        train_probes(inputs, labels, [split], [0], NUM_CLASSES, FAST)
+
+
 def test_unknown_trainer_is_refused():
     labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
     split = fold_split(speakers, folds, 2, 0.15, 0)
-    inputs = build_probe_inputs(layers, split.train, ["layer_01"])
+    inputs = build_probe_inputs(layers, [split.train], ["layer_01"])
     with pytest.raises(ValueError, match="unknown probe trainer 'fast'; choose from"):
-        train_probes(inputs, labels, split, NUM_CLASSES, FAST, seed=0, trainer="fast")
+        train_probes(inputs, labels, [split], [0], NUM_CLASSES, FAST, trainer="fast")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_batched_trainer_on_cuda_matches_the_cpu():
     labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
-    split = fold_split(speakers, folds, 2, 0.15, 0)
+    splits = [fold_split(speakers, folds, 2, 0.15, 0), fold_split(speakers, folds, 3, 0.15, 1)]
+    splits[1] = replace(splits[1], train=splits[1].train[:50])  # runs of different lengths
     names = probe_input_names(NUM_LAYERS)
     results = [
         train_probes(
-            build_probe_inputs(layers, split.train, names, dtype=torch.float64, device=device),
+            build_probe_inputs(layers, [split.train for split in splits], names, dtype=torch.float64, device=device),
             labels,
-            split,
+            splits,
+            [0, 1],
             NUM_CLASSES,
             FAST,
-            seed=0,
         )
         for device in ("cpu", "cuda")
     ]
-    np.testing.assert_array_equal(results[0].predictions, results[1].predictions)
-    np.testing.assert_allclose(results[0].best_validation_loss, results[1].best_validation_loss, rtol=1e-7)
+    for on_cpu, on_cuda in zip(*results, strict=True):
+        np.testing.assert_array_equal(on_cpu.predictions, on_cuda.predictions)
+        np.testing.assert_allclose(on_cpu.best_validation_loss, on_cuda.best_validation_loss, rtol=1e-7)
 
 
 # --- one fold's job and its files ----------------------------------------------------------------

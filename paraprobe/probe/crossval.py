@@ -128,7 +128,8 @@ def run_probe_fold(
         exactly when ``weighted_average`` is among the inputs
     corpus, model, fold : what the files describe; ``fold`` is the test fold
     settings : probe hyper-parameters
-    seeds : each seed repeats the whole fold (validation speakers, initial weights, batch order)
+    seeds : each seed repeats the whole fold (validation speakers, initial weights, batch order);
+        the seeds train together, as runs of one batched computation
     validation_share : share of training speakers held out for early stopping
     device, threads : see :func:`configure_torch`
     """
@@ -144,13 +145,17 @@ def run_probe_fold(
     labels = sorted(manifest["label"].astype(str).unique())
     targets = manifest["label"].astype(str).map({label: i for i, label in enumerate(labels)}).to_numpy()
     layers = load_pooled_layers(embeddings_path, manifest["utt_id"].astype(str).tolist())
+    start = time.perf_counter()
+    splits = [
+        fold_split(manifest["speaker"].to_numpy(), manifest["fold"].to_numpy(), fold, validation_share, seed)
+        for seed in seeds
+    ]
+    # every seed is a run of one batched computation, each standardised with its own training rows
+    inputs = build_probe_inputs(layers, [split.train for split in splits], list(json_paths), device=torch_device)
+    del layers
     runs: dict[str, list[dict]] = {name: [] for name in json_paths}
     weight_rows = []
-    for seed in seeds:
-        start = time.perf_counter()
-        split = fold_split(manifest["speaker"].to_numpy(), manifest["fold"].to_numpy(), fold, validation_share, seed)
-        inputs = build_probe_inputs(layers, split.train, list(json_paths), device=torch_device)
-        results = train_probes(inputs, targets, split, len(labels), settings, seed)
+    for seed, split, results in zip(seeds, splits, train_probes(inputs, targets, splits, seeds, len(labels), settings)):
         for probe, name in enumerate(results.names):
             runs[name].append(_run_record(results, probe, targets[split.test], len(labels), seed, split))
         if results.layer_weights is not None:
@@ -160,7 +165,7 @@ def run_probe_fold(
             ]
         best = max(runs, key=lambda name: runs[name][-1]["ua"])
         logger.info(
-            "%s/%s fold %d seed %d: %d probes, train/val/test %d/%d/%d, %.1f s; best %s UA %.3f",
+            "%s/%s fold %d seed %d: %d probes, train/val/test %d/%d/%d; best %s UA %.3f",
             corpus,
             model,
             fold,
@@ -169,10 +174,10 @@ def run_probe_fold(
             split.train.size,
             split.validation.size,
             split.test.size,
-            time.perf_counter() - start,
             best,
             runs[best][-1]["ua"],
         )
+    logger.info("%d seeds trained together in %.1f s", len(seeds), time.perf_counter() - start)
     for name, path in json_paths.items():
         record = fold_record(corpus, model, name, fold, labels, runs[name], int(split.test.size))
         with atomic_path(path) as temporary:

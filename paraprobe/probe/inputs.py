@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -23,16 +23,20 @@ from paraprobe.probe.names import (
 
 @dataclass(frozen=True)
 class ProbeInputs:
-    """The standardised inputs of every probe trained together on one fold.
+    """The standardised inputs of every probe trained together, for one or more runs.
+
+    A run is one training of every probe: a fold's split with one seed. Each run standardises
+    with its own training rows, so each has its own copy of the features.
 
     Attributes
     ----------
     names : tuple of str
-        Probe order: the fixed inputs first, ``weighted_average`` (if any) last.
-    features : (R, N, D) tensor
-        Rows ``0 .. L`` are the L + 1 hidden states, each standardised; further rows hold the
+        Probe order within a run: the fixed inputs first, ``weighted_average`` (if any) last.
+    features : (G, N, R, D) tensor
+        For each of G runs and N utterances (manifest order), R rows of D dimensions: rows
+        ``0 .. L`` are the L + 1 hidden states, each standardised; further rows hold the
         requested fixed combinations (``average``, ``average_wo_last2``), standardised after
-        combining. N utterances in manifest order, D dimensions.
+        combining. Utterance-major, so that a minibatch's inputs lie in one stretch per utterance.
     rows : tuple of int
         For each fixed-input probe (``names[:len(rows)]``) its row of ``features``.
     num_layer_rows : int
@@ -47,6 +51,18 @@ class ProbeInputs:
     @property
     def has_weighted_average(self) -> bool:
         return len(self.names) > len(self.rows)
+
+    @property
+    def num_runs(self) -> int:
+        return self.features.shape[0]
+
+    def run(self, index: int) -> ProbeInputs:
+        """Run ``index`` alone (a view, not a copy)."""
+        return replace(self, features=self.features[index : index + 1])
+
+    def probe(self, index: int) -> ProbeInputs:
+        """The probe at ``index`` of ``names`` alone."""
+        return replace(self, names=(self.names[index],), rows=self.rows[index : index + 1])
 
 
 def _standardise(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
@@ -63,23 +79,24 @@ def _standardise(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
 
 def build_probe_inputs(
     layers: np.ndarray,
-    train_rows: np.ndarray,
+    train_rows: Sequence[np.ndarray],
     names: Sequence[str],
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> ProbeInputs:
-    """Standardise the hidden states and combine them into the probes' inputs.
+    """Standardise the hidden states and combine them into the probes' inputs, for each run.
 
     Parameters
     ----------
     layers : (L + 1, N, D) float array
         Pooled hidden states of every utterance, layer 0 first.
-    train_rows : (n_train,) int array
-        The rows whose statistics standardise every input (never validation or test rows).
+    train_rows : sequence of G (n_train,) int arrays
+        For each run, the rows whose statistics standardise its inputs (never its validation or
+        test rows).
     names : sequence of str
         Requested inputs, from :func:`probe_input_names`.
     dtype, device
-        Of the returned ``features``.
+        Of the returned ``features`` (G, N, R, D).
 
     Notes
     -----
@@ -89,24 +106,29 @@ def build_probe_inputs(
     *standardised* layers, so its learned weights compare the layers' information rather than
     their scales (wav2vec2's hidden-state norms differ by orders of magnitude across layers).
     """
-    num_layer_rows = layers.shape[0]
+    num_layer_rows, num_utterances, dim = layers.shape
     valid = probe_input_names(num_layer_rows - 1)
     unknown = [name for name in names if name not in valid]
     if unknown or not names:
         raise ValueError(f"unknown probe inputs {unknown} (none requested?); valid: {valid}")
+    if not len(train_rows):
+        raise ValueError("no runs: give the training rows of at least one run")
     fixed_names = [name for name in dict.fromkeys(names) if name != WEIGHTED_AVERAGE]
     combinations = {
         AVERAGE: range(num_layer_rows),
         AVERAGE_WO_LAST2: range(num_layer_rows - 2),
     }
-    feature_rows = [_standardise(layer, train_rows) for layer in layers]
+    raw_rows = list(layers)
     row_of = {layer_name(index): index for index in range(num_layer_rows)}
     row_of[LAST] = num_layer_rows - 1
     for name, layer_indices in combinations.items():
         if name in fixed_names:
-            row_of[name] = len(feature_rows)
-            feature_rows.append(_standardise(layers[list(layer_indices)].mean(axis=0), train_rows))
-    features = torch.from_numpy(np.stack(feature_rows)).to(device=device, dtype=dtype)
+            row_of[name] = len(raw_rows)
+            raw_rows.append(layers[list(layer_indices)].mean(axis=0))
+    features = torch.empty((len(train_rows), num_utterances, len(raw_rows), dim), dtype=dtype, device=device)
+    for run, rows in enumerate(train_rows):
+        for row, values in enumerate(raw_rows):
+            features[run, :, row] = torch.from_numpy(_standardise(values, rows))
     ordered = fixed_names + ([WEIGHTED_AVERAGE] if WEIGHTED_AVERAGE in names else [])
     return ProbeInputs(
         names=tuple(ordered),

@@ -4,18 +4,20 @@ The probe (Li et al., SLT 2022) is an MLP: input -> dense 128 -> ReLU -> dense 1
 dense to the classes, trained with softmax cross-entropy and AdamW until the validation loss
 stops improving; the weights of the best validation epoch are kept.
 
-:func:`train_probes` trains every input of a fold in one computation (``trainer="batched"``):
+:func:`train_probes` trains every input of one or more runs (a run: a fold's split with one
+seed, its own standardised copy of the features) in one computation (``trainer="batched"``):
 each dense layer's weights are stacked on a leading probe axis and applied with
-``torch.baddbmm`` (the weighted-average probe on the same axis as the fixed-input ones, after
-them), every probe sees the same minibatches, and each probe's gradient, that of its own mean
-cross-entropy, is written by hand into one buffer kept across steps, which one call of the
-fused AdamW kernel then applies. A probe whose validation loss has not improved for
-``patience`` epochs stops: it leaves the stack (its parameters and AdamW state are frozen
-where they were, its best weights kept), so later epochs cost only what the probes still
-training need.
+``torch.baddbmm`` (the weighted-average probes on the same axis as the fixed-input ones, after
+them), every probe of a run sees that run's minibatches, and each probe's gradient, that of its
+own mean cross-entropy, is written by hand into one buffer kept across steps, which the fused
+AdamW kernel then applies. Runs whose minibatches run out earlier in an epoch, or whose last
+minibatch is shorter, have those rows masked and their AdamW step skipped. A probe whose
+validation loss has not improved for ``patience`` epochs stops: it leaves the stack (its
+parameters and AdamW state are frozen where they were, its best weights kept), so later epochs
+cost only what the probes still training need.
 
-Two references train the same probes one by one from the same initial weights and
-minibatches: ``"sequential"`` runs the batched code with a probe axis of length one (what
+Two references train the same probes one by one (and run by run) from the same initial
+weights and minibatches: ``"sequential"`` runs the batched code with a probe axis of length one (what
 batching saves), ``"reference"`` uses ``torch.nn`` modules, autograd and torch's default AdamW
 (an independent check of the hand-written gradients). Tests and ``bench/probe.py`` compare them.
 """
@@ -26,6 +28,7 @@ import copy
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +42,8 @@ from paraprobe.probe.splits import FoldSplit, derive_seed
 
 logger = logging.getLogger("paraprobe")
 
-#: Rows per forward pass when scoring validation or test rows (bounds memory, not results).
-_EVALUATION_CHUNK = 1024
+#: Probe-rows per forward pass when scoring validation or test rows (bounds memory, not results).
+_EVALUATION_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,11 @@ def initial_parameters(
     return parameters
 
 
-def epoch_batches(seed: int, epoch: int, train_rows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Epoch ``epoch``'s minibatches of ``train_rows``: a shuffle seeded by (seed, epoch), last batch short."""
+def epoch_order(seed: int, epoch: int, train_rows: torch.Tensor) -> torch.Tensor:
+    """Epoch ``epoch``'s shuffle of ``train_rows``, seeded by (seed, epoch); minibatches are its
+    consecutive stretches of the batch size, the last one short."""
     generator = torch.Generator().manual_seed(derive_seed(seed, "minibatch order", epoch))
-    order = torch.randperm(len(train_rows), generator=generator).to(train_rows.device)
-    return list(train_rows[order].split(batch_size))
+    return train_rows[torch.randperm(len(train_rows), generator=generator).to(train_rows.device)]
 
 
 class EarlyStopping:
@@ -118,13 +121,6 @@ class EarlyStopping:
         return improved
 
 
-def _per_probe_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy (P,) of logits (P, B, C) against targets (B,)."""
-    num_probes, batch, num_classes = logits.shape
-    losses = F.cross_entropy(logits.reshape(-1, num_classes), targets.repeat(num_probes), reduction="none")
-    return losses.view(num_probes, batch).sum(dim=1)
-
-
 #: AdamW's other hyper-parameters: torch's defaults, which the reference trainer uses.
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
@@ -135,39 +131,87 @@ def _views(flat: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tens
     return [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
 
 
-class _ProbeStack:
-    """The probes of a fold trained together: each dense layer's weights on a leading probe axis.
+def _ranges(positions: np.ndarray) -> list[slice]:
+    """The sorted ``positions`` as maximal runs of consecutive integers."""
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    return [slice(int(part[0]), int(part[-1]) + 1) for part in np.split(positions, breaks) if part.size]
 
-    The fixed-input probes come first, each reading its own input; the weighted-average probe, if
-    any, comes last and reads the softmax-weighted mix of the layers. All parameters live in one
-    flat buffer (each layer's weights and biases, and the mix logits, are views of it), and so do
-    their gradients and AdamW's two moments: a training step writes the hand-derived gradients in
-    place with a few batched products, then makes one call of the fused AdamW kernel.
+
+@dataclass(frozen=True)
+class _RunRows:
+    """Rows of every run, padded to a common length: what one forward pass over the runs reads.
+
+    Attributes
+    ----------
+    first : (G, n) int64 tensor, where each row's utterance starts in the stack's features
+    targets : (G, n) int64 tensor, the rows' classes
+    counts : (G,) int array, each run's real rows (the rest repeat its first row)
+    """
+
+    first: torch.Tensor
+    targets: torch.Tensor
+    counts: np.ndarray
+
+    def padded(self, runs: np.ndarray) -> bool:
+        """Whether any of ``runs`` has padding."""
+        return bool((self.counts[runs] != self.first.shape[1]).any())
+
+    def valid(self, dtype: torch.dtype) -> torch.Tensor:
+        """(G, n) 1 at real rows, 0 at padding."""
+        counts = torch.from_numpy(self.counts).to(self.first.device)
+        return (torch.arange(self.first.shape[1], device=self.first.device) < counts[:, None]).to(dtype)
+
+    def columns(self, start: int, stop: int) -> _RunRows:
+        """Rows ``start:stop`` of every run."""
+        return _RunRows(
+            first=self.first[:, start:stop],
+            targets=self.targets[:, start:stop],
+            counts=np.clip(self.counts - start, 0, stop - start),
+        )
+
+
+class _ProbeStack:
+    """The probes of all runs trained together: each dense layer's weights on a leading probe axis.
+
+    Probe ids: the fixed-input probes of run 0, of run 1, ..., then the weighted-average probes
+    (one per run, if requested); the stack keeps this order as probes leave it. A fixed-input
+    probe reads its run's copy of its input; a weighted-average probe reads the softmax-weighted
+    mix of its run's layers. All parameters live in one flat buffer (each layer's weights and
+    biases, and the mix logits, are views of it), and so do their gradients and AdamW's two
+    moments: a training step writes the hand-derived gradients in place with a few batched
+    products, then calls the fused AdamW kernel, once for the whole buffer while every run has
+    taken as many steps.
     """
 
     def __init__(self, inputs: ProbeInputs, initial: list[list[torch.Tensor]], settings: ProbeSettings):
         self.settings = settings
-        like = inputs.features
-        # (N * R, D), utterance-major: row n * R + r is utterance n's input r. A minibatch's inputs
-        # are one index_select, which reads each utterance's rows from one stretch of memory.
-        self.features = like.transpose(0, 1).reshape(-1, like.shape[-1])
-        self.num_rows = like.shape[0]
-        self.layer_rows = torch.arange(inputs.num_layer_rows, device=like.device)
-        self.all_fixed_rows = torch.tensor(inputs.rows, dtype=torch.int64, device=like.device)
-        self.all_ids = np.arange(len(inputs.names))  # a probe's id is its position in ``inputs.names``
+        num_runs, num_utterances, self.num_rows, dim = inputs.features.shape
+        device = inputs.features.device
+        # (G * N * R, D): row (g * N + n) * R + r is run g's input r of utterance n
+        self.features = inputs.features.view(-1, dim)
+        self.run_starts = torch.arange(num_runs, device=device) * (num_utterances * self.num_rows)
+        self.layer_rows = torch.arange(inputs.num_layer_rows, device=device)
+        num_fixed = len(inputs.rows)
+        self.num_fixed_ids = num_runs * num_fixed
+        self.all_fixed_rows = torch.tensor(inputs.rows * num_runs, dtype=torch.int64, device=device)
         self.had_mix = inputs.has_weighted_average
+        self.run_of_id = np.concatenate(
+            [np.repeat(np.arange(num_runs), num_fixed), np.arange(num_runs if self.had_mix else 0)]
+        )
         # W (P, in, out) and b (P, 1, out) per dense layer, so that a layer is one baddbmm.
         dense = [torch.stack(tensors).view(len(initial), -1, tensors[0].shape[-1]) for tensors in zip(*initial)]
         self.num_dense = len(dense)
-        mix = [torch.zeros(1, inputs.num_layer_rows)] if self.had_mix else []
-        self.best = [parameter.to(like) for parameter in dense + mix]
+        mix = [torch.zeros(num_runs, inputs.num_layer_rows)] if self.had_mix else []
+        self.best = [parameter.to(inputs.features) for parameter in dense + mix]
         self.restore_best()  # every probe, at its initial weights ...
         self._place(self.best, moments=None)  # ... copied into the training buffers
-        self.step = torch.zeros((), dtype=torch.float32, device=like.device)  # AdamW's, shared by all probes
+        # AdamW's step count of each run, on the host (to group runs) and on the device
+        self.steps_taken = np.zeros(num_runs, dtype=np.int64)
+        self.steps = torch.zeros(num_runs, dtype=torch.float32, device=device)
 
     def _place(self, parameters: list[torch.Tensor], moments: list[list[torch.Tensor]] | None) -> None:
         """Copy ``parameters`` and AdamW's two moments of each (zeros if None) into fresh flat buffers."""
-        shapes = [tuple(parameter.shape) for parameter in parameters]
+        self.shapes = [tuple(parameter.shape) for parameter in parameters]
         self.flat = torch.cat([parameter.reshape(-1) for parameter in parameters])
         self.flat_grad = torch.empty_like(self.flat)
         self.flat_moments = (
@@ -175,31 +219,45 @@ class _ProbeStack:
             if moments
             else [torch.zeros_like(self.flat), torch.zeros_like(self.flat)]
         )
-        self.parameters = _views(self.flat, shapes)
-        self.gradients = _views(self.flat_grad, shapes)
+        self.parameters = _views(self.flat, self.shapes)
+        self.gradients = _views(self.flat_grad, self.shapes)
+
+    def _set_probes(self, probe_ids: np.ndarray) -> None:
+        """Make ``probe_ids`` (sorted) the probes in the stack, in that order."""
+        device = self.features.device
+        self.probe_ids = probe_ids
+        is_fixed = probe_ids < self.num_fixed_ids
+        self.num_mix = int((~is_fixed).sum())
+        self.fixed_rows = self.all_fixed_rows[torch.from_numpy(probe_ids[is_fixed]).to(device)]
+        self.probe_runs = self.run_of_id[probe_ids]
+        self.probe_run_index = torch.from_numpy(self.probe_runs).to(device)
+        self.active_runs = np.unique(self.probe_runs)
 
     @property
     def mix_logits(self) -> torch.Tensor | None:
-        """(1, L + 1) logits of the weighted-average probe's layer weights; None when it is not here."""
-        return self.parameters[-1] if self.has_mix else None
+        """(M, L + 1) logits of the weighted-average probes' layer weights; None when none is here."""
+        return self.parameters[-1] if self.num_mix else None
 
     def _forward(
-        self, rows: torch.Tensor
+        self, first: torch.Tensor
     ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor]:
-        """Each dense layer's input (P, B, in); if the mix trains, the mixed layers (L + 1, B, D) and
-        their softmax weights (1, L + 1); logits (P, B, C)."""
+        """On the rows ``first`` (G, B) (see :class:`_RunRows`): each dense layer's input (P, B, in);
+        if mixes train, the mixed layers (M, L + 1, B * D) and their softmax weights (M, L + 1);
+        logits (P, B, C)."""
         num_fixed, dim = len(self.fixed_rows), self.features.shape[-1]
-        x = torch.empty(num_fixed + self.has_mix, len(rows), dim, dtype=self.features.dtype, device=rows.device)
-        first_rows = rows * self.num_rows  # of each utterance's inputs in ``features``
-        fixed_inputs = (self.fixed_rows[:, None] + first_rows).view(-1)
+        first = first.index_select(0, self.probe_run_index)  # (P, B): each probe's run's rows
+        batch = first.shape[1]
+        x = torch.empty(num_fixed + self.num_mix, batch, dim, dtype=self.features.dtype, device=first.device)
+        fixed_inputs = (self.fixed_rows[:, None] + first[:num_fixed]).view(-1)
         torch.index_select(self.features, 0, fixed_inputs, out=x[:num_fixed].view(-1, dim))
         mix = None
-        if self.has_mix:
-            layers = self.features.index_select(0, (self.layer_rows[:, None] + first_rows).view(-1))
-            # (1, L + 1) weights times the (L + 1, B * D) layers: the last probe's input
+        if self.num_mix:
+            layer_inputs = (first[num_fixed:, None, :] + self.layer_rows[:, None]).view(-1)
+            layers = self.features.index_select(0, layer_inputs).view(self.num_mix, len(self.layer_rows), -1)
+            # (M, 1, L + 1) weights times the (M, L + 1, B * D) layers: the mix probes' inputs
             weights = torch.softmax(self.mix_logits, dim=1)
-            torch.mm(weights, layers.view(len(self.layer_rows), -1), out=x[-1].view(1, -1))
-            mix = layers.view(len(self.layer_rows), len(rows), dim), weights
+            torch.bmm(weights[:, None], layers, out=x[num_fixed:].view(self.num_mix, 1, -1))
+            mix = layers, weights
         layer_inputs = []
         for index in range(0, self.num_dense, 2):
             if index:
@@ -208,14 +266,21 @@ class _ProbeStack:
             x = torch.baddbmm(self.parameters[index + 1], x, self.parameters[index])
         return layer_inputs, mix, x
 
-    def train_step(self, rows: torch.Tensor, one_hot: torch.Tensor) -> None:
-        """One AdamW step of every probe on the minibatch ``rows`` (B,) with targets ``one_hot`` (B, C).
+    def train_step(self, rows: _RunRows, one_hot: torch.Tensor) -> None:
+        """One AdamW step of every probe whose run has rows in ``rows``, with targets ``one_hot``
+        (G, B, C) of them.
 
-        Each probe's gradient is that of its own mean cross-entropy over the minibatch.
+        Each probe's gradient is that of its own mean cross-entropy over its run's minibatch.
         """
-        layer_inputs, mix, logits = self._forward(rows)
+        layer_inputs, mix, logits = self._forward(rows.first)
         # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / B
-        upstream = torch.softmax(logits, dim=-1).sub_(one_hot).div_(len(rows))
+        upstream = torch.softmax(logits, dim=-1).sub_(one_hot.index_select(0, self.probe_run_index))
+        if rows.padded(self.active_runs):  # padding gets no gradient; a run's mean is over its real rows
+            counts = torch.from_numpy(rows.counts).to(upstream).clamp_(min=1)  # a run without rows: zeros
+            upstream.mul_(rows.valid(upstream.dtype).index_select(0, self.probe_run_index)[:, :, None])
+            upstream.div_(counts.index_select(0, self.probe_run_index)[:, None, None])
+        else:
+            upstream.div_(rows.first.shape[1])
         for index in range(self.num_dense - 2, -1, -2):
             layer_input = layer_inputs[index // 2]
             torch.bmm(layer_input.transpose(1, 2), upstream, out=self.gradients[index])
@@ -224,23 +289,56 @@ class _ProbeStack:
                 upstream = torch.bmm(upstream, self.parameters[index].transpose(1, 2))
                 upstream = torch.ops.aten.threshold_backward(upstream, layer_input, 0)
         if mix is not None:
-            # The mix's gradient (B, D) is the last probe's upstream (B, H) times its W^T (H, D);
+            # A mix's gradient (B, D) is its probe's upstream (B, H) times its W^T (H, D);
             # dLoss/dw_l sums layer_l times it over b and d; then through the softmax, whose
             # Jacobian is diag(w) - w w^T.
             layers, weights = mix
-            mix_gradient = torch.mm(upstream[-1], self.parameters[0][-1].T)
-            by_weight = torch.mv(layers.view(len(self.layer_rows), -1), mix_gradient.view(-1))[None]
-            torch.mul(weights, by_weight - (weights * by_weight).sum(), out=self.gradients[-1])
-        self.step += 1
-        # The kernel of torch.optim.AdamW(fused=True), called once for the whole buffer: the
-        # optimiser's own per-step bookkeeping cost more than the update itself.
+            num_fixed = len(self.fixed_rows)
+            mix_gradient = torch.bmm(upstream[num_fixed:], self.parameters[0][num_fixed:].transpose(1, 2))
+            by_weight = torch.bmm(layers, mix_gradient.view(self.num_mix, -1, 1)).view(self.num_mix, -1)
+            torch.mul(weights, by_weight - (weights * by_weight).sum(dim=1, keepdim=True), out=self.gradients[-1])
+        self._adam_step(rows.counts > 0)
+
+    def _adam_step(self, has_rows: np.ndarray) -> None:
+        """Apply AdamW to the probes of the runs with ``has_rows`` (G,): one fused call per step count."""
+        stepping = self.active_runs[has_rows[self.active_runs]]
+        self.steps_taken[stepping] += 1
+        if len(stepping) == len(self.steps_taken):
+            self.steps += 1
+        else:
+            self.steps[torch.from_numpy(stepping).to(self.steps.device)] += 1
+        counts = self.steps_taken[stepping]
+        if len(stepping) == len(self.active_runs) and (counts == counts[0]).all():
+            self._fused_adamw([self.flat], [self.flat_grad], *([m] for m in self.flat_moments), step=stepping[0])
+            return
+        # Runs that sat out steps (fewer minibatches per epoch) have their own bias corrections.
+        moment_views = [_views(moment, self.shapes) for moment in self.flat_moments]
+        for count in np.unique(counts):
+            runs = stepping[counts == count]
+            positions = np.flatnonzero(np.isin(self.probe_runs, runs))
+            parts = []
+            for part in _ranges(positions):
+                parts += [(index, part) for index in range(self.num_dense)]
+                mix_part = slice(max(part.start, len(self.fixed_rows)), part.stop)
+                if mix_part.start < mix_part.stop:
+                    shift = len(self.fixed_rows)
+                    parts.append((self.num_dense, slice(mix_part.start - shift, mix_part.stop - shift)))
+            tensors = [
+                [views[index][part] for index, part in parts]
+                for views in (self.parameters, self.gradients, *moment_views)
+            ]
+            self._fused_adamw(*tensors, step=runs[0])
+
+    def _fused_adamw(self, parameters, gradients, first_moments, second_moments, step: int) -> None:
+        """The kernel of torch.optim.AdamW(fused=True), called directly on lists of tensors (the
+        optimiser's own per-step bookkeeping cost more than the update), all at run ``step``'s count."""
         torch._fused_adamw_(
-            [self.flat],
-            [self.flat_grad],
-            [self.flat_moments[0]],
-            [self.flat_moments[1]],
+            parameters,
+            gradients,
+            first_moments,
+            second_moments,
             [],
-            [self.step],
+            [self.steps[step]] * len(parameters),
             lr=self.settings.learning_rate,
             beta1=_ADAM_BETAS[0],
             beta2=_ADAM_BETAS[1],
@@ -254,84 +352,123 @@ class _ProbeStack:
         """Copy the parameters of the probes whose id is True in ``improved`` (P_all,)."""
         local = improved[self.probe_ids]
         if local.any():
-            selected = torch.from_numpy(local).to(self.flat.device)
-            ids = torch.from_numpy(self.probe_ids[local]).to(self.flat.device)
+            device = self.flat.device
+            ids = self.probe_ids[local]
+            selected = torch.from_numpy(local).to(device)
             for best, parameter in zip(self.best[: self.num_dense], self.parameters):
-                best[ids] = parameter[selected]
-            if self.has_mix and local[-1]:
-                self.best[-1].copy_(self.mix_logits)
+                best[torch.from_numpy(ids).to(device)] = parameter[selected]
+            mix_local = local[len(self.fixed_rows) :]
+            if mix_local.any():
+                mix_ids = torch.from_numpy(ids[ids >= self.num_fixed_ids] - self.num_fixed_ids).to(device)
+                self.best[-1][mix_ids] = self.mix_logits[torch.from_numpy(mix_local).to(device)]
 
     def keep_only(self, active: np.ndarray) -> None:
         """Keep training the probes whose id is True in ``active`` (at least one); the others leave
         with their AdamW state, so that later steps cost only what the probes still training need."""
         local = active[self.probe_ids]
         selected = torch.from_numpy(local).to(self.flat.device)
-        keeps_mix = self.has_mix and bool(local[-1])
-        shapes = [tuple(parameter.shape) for parameter in self.parameters]
+        mix_selected = selected[len(self.fixed_rows) :]
 
         def kept(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [tensor[selected] for tensor in tensors[: self.num_dense]] + (tensors[-1:] if keeps_mix else [])
+            dense = [tensor[selected] for tensor in tensors[: self.num_dense]]
+            return dense + ([tensors[-1][mix_selected]] if bool(mix_selected.any()) else [])
 
-        moments = [kept(_views(moment, shapes)) for moment in self.flat_moments]
+        moments = [kept(_views(moment, self.shapes)) for moment in self.flat_moments]
         self._place(kept(self.parameters), moments)
-        self.fixed_rows = self.fixed_rows[selected[: len(self.fixed_rows)]]
-        self.has_mix = keeps_mix
-        self.probe_ids = self.probe_ids[local]
+        self._set_probes(self.probe_ids[local])
 
     def restore_best(self) -> None:
         """Every probe, with its best-epoch parameters (not a training state: for predicting)."""
-        self.probe_ids = self.all_ids
-        self.fixed_rows = self.all_fixed_rows
-        self.has_mix = self.had_mix
+        self._set_probes(np.arange(len(self.run_of_id)))
         self.parameters = self.best
 
-    def evaluate(self, rows: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Mean cross-entropy (P,) and predicted classes (P, len(rows)) on ``rows``."""
+    def evaluate(self, rows: _RunRows) -> tuple[np.ndarray, np.ndarray]:
+        """Mean cross-entropy (P,) over each probe's run's rows, and predicted classes (P, n)."""
+        targets = rows.targets.index_select(0, self.probe_run_index)
+        padded = rows.padded(self.active_runs)
+        valid = rows.valid(self.features.dtype).index_select(0, self.probe_run_index) if padded else None
         loss_sum = 0.0
         predictions = []
-        for chunk in rows.split(_EVALUATION_CHUNK):
-            logits = self._forward(chunk)[-1]
-            loss_sum = loss_sum + _per_probe_loss(logits, targets[chunk])
+        chunk = max(1, _EVALUATION_ROWS // len(self.probe_ids))
+        for start in range(0, targets.shape[1], chunk):
+            logits = self._forward(rows.first[:, start : start + chunk])[-1]
+            part = targets[:, start : start + chunk]
+            losses = F.cross_entropy(logits.flatten(0, 1), part.flatten(), reduction="none").view(part.shape)
+            if valid is not None:
+                losses = losses * valid[:, start : start + chunk]
+            loss_sum = loss_sum + losses.sum(dim=1)
             predictions.append(logits.argmax(dim=-1))
-        return (loss_sum / len(rows)).cpu().numpy(), torch.cat(predictions, dim=1).cpu().numpy()
+        counts = torch.from_numpy(rows.counts[self.probe_runs]).to(loss_sum)
+        return (loss_sum / counts).cpu().numpy(), torch.cat(predictions, dim=1).cpu().numpy()
 
 
 @dataclass(frozen=True)
-class _FoldTensors:
-    """A fold's index tensors on the training device: targets (N,) and the split's rows."""
+class _Run:
+    """A run's seed and its split's rows as int64 tensors on the training device."""
 
-    targets: torch.Tensor
+    seed: int
     train: torch.Tensor
     validation: torch.Tensor
     test: torch.Tensor
 
 
-def _fold_tensors(labels: np.ndarray, split: FoldSplit, device: torch.device) -> _FoldTensors:
-    """Class and row indices as int64 tensors on ``device`` (copies: the arrays may be read-only)."""
-    return _FoldTensors(
-        *(
-            torch.tensor(np.asarray(indices, dtype=np.int64), device=device)
-            for indices in (labels, split.train, split.validation, split.test)
+def _runs(splits: Sequence[FoldSplit], seeds: Sequence[int], device: torch.device) -> list[_Run]:
+    """Each run's rows as tensors on ``device`` (copies: the arrays may be read-only)."""
+    return [
+        _Run(
+            seed,
+            *(
+                torch.tensor(np.asarray(rows, dtype=np.int64), device=device)
+                for rows in (split.train, split.validation, split.test)
+            ),
         )
+        for split, seed in zip(splits, seeds, strict=True)
+    ]
+
+
+def _run_rows(stack: _ProbeStack, per_run: list[torch.Tensor], targets: torch.Tensor, length: int) -> _RunRows:
+    """``per_run`` rows (one tensor per run) padded to ``length`` with each run's first row."""
+    counts = np.array([min(len(rows), length) for rows in per_run])
+    padded = torch.stack(
+        [torch.cat([rows[:length], rows[:1].expand(length - count)]) for rows, count in zip(per_run, counts)]
     )
+    return _RunRows(first=stack.run_starts[:, None] + padded * stack.num_rows, targets=targets[padded], counts=counts)
 
 
 def _train_together(
-    inputs: ProbeInputs, fold: _FoldTensors, num_classes: int, settings: ProbeSettings, seed: int
-) -> ProbeResults:
+    inputs: ProbeInputs, runs: list[_Run], targets: torch.Tensor, num_classes: int, settings: ProbeSettings
+) -> list[ProbeResults]:
     """The ``"batched"`` trainer of :func:`train_probes`."""
-    one_hot = F.one_hot(fold.targets, num_classes).to(inputs.features.dtype)
+    num_fixed = len(inputs.rows)
+    fixed_names, mix_names = inputs.names[:num_fixed], inputs.names[num_fixed:]
+    ids_of_run = [
+        np.concatenate([g * num_fixed + np.arange(num_fixed), [len(runs) * num_fixed + g] * len(mix_names)]).astype(int)
+        for g in range(len(runs))
+    ]
+    dim = inputs.features.shape[-1]
     initial = [
-        initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
-        for name in inputs.names
+        initial_parameters(run.seed, name, dim, settings.hidden_sizes, num_classes)
+        for names in (fixed_names, mix_names)
+        for run in runs
+        for name in names
     ]
     stack = _ProbeStack(inputs, initial, settings)
-    stopping = EarlyStopping(len(inputs.names), settings.patience)
+    name_of_id = [fixed_names[i % num_fixed] for i in range(stack.num_fixed_ids)] + list(mix_names) * len(runs)
+    longest = max(len(run.validation) for run in runs)
+    validation = _run_rows(stack, [run.validation for run in runs], targets, longest)
+    stopping = EarlyStopping(len(name_of_id), settings.patience)
+    batch_size = settings.batch_size
     for epoch in range(1, settings.max_epochs + 1):
-        for batch in epoch_batches(seed, epoch, fold.train, settings.batch_size):
-            stack.train_step(batch, one_hot.index_select(0, batch))
-        losses = np.full(len(inputs.names), np.nan)
-        losses[stack.probe_ids] = stack.evaluate(fold.validation, fold.targets)[0]
+        orders = [epoch_order(run.seed, epoch, run.train) for run in runs]
+        num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in stack.active_runs)
+        epoch_rows = _run_rows(stack, orders, targets, num_batches * batch_size)
+        epoch_one_hot = F.one_hot(epoch_rows.targets, num_classes).to(inputs.features.dtype)
+        for start in range(0, num_batches * batch_size, batch_size):
+            # as wide as the longest minibatch of a run still training
+            stop = start + min(batch_size, max(len(orders[g]) - start for g in stack.active_runs))
+            stack.train_step(epoch_rows.columns(start, stop), epoch_one_hot[:, start:stop])
+        losses = np.full(len(name_of_id), np.nan)
+        losses[stack.probe_ids] = stack.evaluate(validation)[0]
         improved = stopping.update(epoch, losses)
         stack.remember_best(improved)
         stopped = stack.probe_ids[~stopping.active[stack.probe_ids]]
@@ -339,53 +476,58 @@ def _train_together(
             logger.info(
                 "epoch %d: stopped %s; %d probes still training",
                 epoch,
-                ", ".join(inputs.names[i] for i in stopped),
+                ", ".join(
+                    f"{name_of_id[i]} (run {stack.run_of_id[i]})" if len(runs) > 1 else name_of_id[i] for i in stopped
+                ),
                 stopping.active.sum(),
             )
             if not stopping.active.any():
                 break
             stack.keep_only(stopping.active)
     stack.restore_best()
-    best_dense = stack.best[: stack.num_dense]
-    return ProbeResults(
-        names=inputs.names,
-        predictions=stack.evaluate(fold.test, fold.targets)[1],
-        epochs=stopping.epochs,
-        best_epoch=stopping.best_epoch,
-        best_validation_loss=stopping.best_loss,
-        layer_weights=torch.softmax(stack.best[-1][0], dim=0).cpu().numpy() if stack.had_mix else None,
-        parameters=[p.squeeze(1).cpu().numpy() if i % 2 else p.cpu().numpy() for i, p in enumerate(best_dense)],
-    )
-
-
-def _one_probe(inputs: ProbeInputs, probe_index: int) -> ProbeInputs:
-    """The inputs of probe ``probe_index`` alone (the same features tensor, not a copy)."""
-    return ProbeInputs(
-        names=(inputs.names[probe_index],),
-        features=inputs.features,
-        rows=inputs.rows[probe_index : probe_index + 1],
-        num_layer_rows=inputs.num_layer_rows,
-    )
+    longest = max(len(run.test) for run in runs)
+    predictions = stack.evaluate(_run_rows(stack, [run.test for run in runs], targets, longest))[1]
+    best = [p.cpu().numpy() for p in stack.best]
+    return [
+        ProbeResults(
+            names=inputs.names,
+            predictions=predictions[ids, : len(run.test)],
+            epochs=stopping.epochs[ids],
+            best_epoch=stopping.best_epoch[ids],
+            best_validation_loss=stopping.best_loss[ids],
+            layer_weights=(torch.softmax(stack.best[-1][g], dim=0).cpu().numpy() if stack.had_mix else None),
+            parameters=[p[ids].squeeze(1) if i % 2 else p[ids] for i, p in enumerate(best[: stack.num_dense])],
+        )
+        for g, (run, ids) in enumerate(zip(runs, ids_of_run))
+    ]
 
 
 def _one_at_a_time(
-    train_one, inputs: ProbeInputs, fold: _FoldTensors, num_classes: int, settings: ProbeSettings, seed: int
-) -> ProbeResults:
-    """Train each probe of ``inputs`` alone with ``train_one`` (a trainer's signature); join the results."""
-    single = [
-        train_one(_one_probe(inputs, index), fold, num_classes, settings, seed) for index in range(len(inputs.names))
-    ]
-    mixes = [results.layer_weights for results in single if results.layer_weights is not None]
-    return ProbeResults(
-        names=inputs.names,
-        predictions=np.concatenate([results.predictions for results in single]),
-        **{
-            key: np.concatenate([getattr(results, key) for results in single])
-            for key in ("epochs", "best_epoch", "best_validation_loss")
-        },
-        layer_weights=mixes[0] if mixes else None,
-        parameters=[np.concatenate(per_layer) for per_layer in zip(*(results.parameters for results in single))],
-    )
+    train_one, inputs: ProbeInputs, runs: list[_Run], targets: torch.Tensor, num_classes: int, settings: ProbeSettings
+) -> list[ProbeResults]:
+    """Train each probe of each run alone with ``train_one`` (a trainer's signature); join each run's results."""
+    joined = []
+    for g, run in enumerate(runs):
+        single = [
+            train_one(inputs.run(g).probe(index), [run], targets, num_classes, settings)[0]
+            for index in range(len(inputs.names))
+        ]
+        mixes = [results.layer_weights for results in single if results.layer_weights is not None]
+        joined.append(
+            ProbeResults(
+                names=inputs.names,
+                predictions=np.concatenate([results.predictions for results in single]),
+                **{
+                    key: np.concatenate([getattr(results, key) for results in single])
+                    for key in ("epochs", "best_epoch", "best_validation_loss")
+                },
+                layer_weights=mixes[0] if mixes else None,
+                parameters=[
+                    np.concatenate(per_layer) for per_layer in zip(*(results.parameters for results in single))
+                ],
+            )
+        )
+    return joined
 
 
 class _ReferenceProbe(nn.Module):
@@ -412,45 +554,51 @@ class _ReferenceProbe(nn.Module):
 
 
 def _train_reference_probe(
-    inputs: ProbeInputs, fold: _FoldTensors, num_classes: int, settings: ProbeSettings, seed: int
-) -> ProbeResults:
-    """The one probe of ``inputs`` as ``torch.nn`` modules, with autograd and torch's default AdamW."""
-    (name,) = inputs.names
+    inputs: ProbeInputs, runs: list[_Run], targets: torch.Tensor, num_classes: int, settings: ProbeSettings
+) -> list[ProbeResults]:
+    """The one probe of the one run of ``inputs`` as ``torch.nn`` modules, with autograd and torch's
+    default AdamW."""
+    (name,), (run,) = inputs.names, runs
     is_mix = not inputs.rows
+    features = inputs.features[0]  # (N, R, D)
 
     def select(rows: torch.Tensor) -> torch.Tensor:
         """(B, D) rows of the probe's input, or (L + 1, B, D) of the layers it mixes."""
-        return inputs.features[: inputs.num_layer_rows, rows] if is_mix else inputs.features[inputs.rows[0], rows]
+        if is_mix:
+            return features[rows, : inputs.num_layer_rows].transpose(0, 1)
+        return features[rows, inputs.rows[0]]
 
-    initial = initial_parameters(seed, name, inputs.features.shape[-1], settings.hidden_sizes, num_classes)
-    probe = _ReferenceProbe(initial, inputs.num_layer_rows if is_mix else None).to(inputs.features)
+    initial = initial_parameters(run.seed, name, features.shape[-1], settings.hidden_sizes, num_classes)
+    probe = _ReferenceProbe(initial, inputs.num_layer_rows if is_mix else None).to(features)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     best_state = copy.deepcopy(probe.state_dict())
     stopping = EarlyStopping(1, settings.patience)
     for epoch in range(1, settings.max_epochs + 1):
-        for batch in epoch_batches(seed, epoch, fold.train, settings.batch_size):
+        for batch in epoch_order(run.seed, epoch, run.train).split(settings.batch_size):
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(probe(select(batch)), fold.targets[batch]).backward()
+            F.cross_entropy(probe(select(batch)), targets[batch]).backward()
             optimizer.step()
         with torch.no_grad():
-            loss = F.cross_entropy(probe(select(fold.validation)), fold.targets[fold.validation]).item()
+            loss = F.cross_entropy(probe(select(run.validation)), targets[run.validation]).item()
         if stopping.update(epoch, np.array([loss]))[0]:
             best_state = copy.deepcopy(probe.state_dict())
         if not stopping.active[0]:
             break
     probe.load_state_dict(best_state)
     with torch.no_grad():
-        predictions = probe(select(fold.test)).argmax(dim=-1)[None].cpu().numpy()
+        predictions = probe(select(run.test)).argmax(dim=-1)[None].cpu().numpy()
     linears = [module for module in probe.mlp if isinstance(module, nn.Linear)]
-    return ProbeResults(
-        names=inputs.names,
-        predictions=predictions,
-        epochs=stopping.epochs,
-        best_epoch=stopping.best_epoch,
-        best_validation_loss=stopping.best_loss,
-        layer_weights=torch.softmax(probe.mix_logits.detach(), dim=0).cpu().numpy() if is_mix else None,
-        parameters=[t.detach()[None].cpu().numpy() for m in linears for t in (m.weight.T, m.bias)],
-    )
+    return [
+        ProbeResults(
+            names=inputs.names,
+            predictions=predictions,
+            epochs=stopping.epochs,
+            best_epoch=stopping.best_epoch,
+            best_validation_loss=stopping.best_loss,
+            layer_weights=torch.softmax(probe.mix_logits.detach(), dim=0).cpu().numpy() if is_mix else None,
+            parameters=[t.detach()[None].cpu().numpy() for m in linears for t in (m.weight.T, m.bias)],
+        )
+    ]
 
 
 #: What :func:`train_probes` can train with, the first being the one the workflow uses.
@@ -464,32 +612,44 @@ TRAINERS = {
 def train_probes(
     inputs: ProbeInputs,
     labels: np.ndarray,
-    split: FoldSplit,
+    splits: Sequence[FoldSplit],
+    seeds: Sequence[int],
     num_classes: int,
     settings: ProbeSettings,
-    seed: int,
     trainer: str = "batched",
-) -> ProbeResults:
-    """Train one probe per input of ``inputs``; predict the test rows of ``split``.
+) -> list[ProbeResults]:
+    """Train one probe per input of ``inputs`` in each run; predict each run's test rows.
 
     Parameters
     ----------
     inputs : ProbeInputs
-        Standardised features (R, N, D) and the probe order; their device and dtype are used.
+        Standardised features (G, N, R, D) of G runs and the probe order; their device and
+        dtype are used.
     labels : (N,) int array
         Class index of every row.
-    split : FoldSplit
-        Training rows (minibatches), validation rows (early stopping), test rows (predictions).
+    splits : G FoldSplits
+        Each run's training rows (minibatches), validation rows (early stopping) and test rows
+        (predictions).
+    seeds : G ints
+        Each run's seed: its initial weights (per input name) and minibatch order (per epoch).
     num_classes : int
     settings : ProbeSettings
-    seed : int
-        Seeds the initial weights (per input name) and the minibatch order (per epoch).
     trainer : str
-        ``"batched"`` (all probes in one computation), or a one-probe-at-a-time reference:
-        ``"sequential"`` (the same code, probe axis of length one: the same results) or
-        ``"reference"`` (``torch.nn`` and autograd: the same up to rounding); see the module
+        ``"batched"`` (all probes of all runs in one computation), or a one-probe-at-a-time
+        reference: ``"sequential"`` (the same code, probe axis of length one: the same results)
+        or ``"reference"`` (``torch.nn`` and autograd: the same up to rounding); see the module
         docstring.
+
+    Returns
+    -------
+    One ProbeResults per run, in the order of ``splits``.
     """
     if trainer not in TRAINERS:
         raise ValueError(f"unknown probe trainer {trainer!r}; choose from {sorted(TRAINERS)}")
-    return TRAINERS[trainer](inputs, _fold_tensors(labels, split, inputs.features.device), num_classes, settings, seed)
+    if not len(splits) == len(seeds) == inputs.num_runs:
+        raise ValueError(
+            f"{inputs.num_runs} runs of inputs, {len(splits)} splits and {len(seeds)} seeds: give one each"
+        )
+    device = inputs.features.device
+    targets = torch.tensor(np.asarray(labels, dtype=np.int64), device=device)
+    return TRAINERS[trainer](inputs, _runs(splits, seeds, device), targets, num_classes, settings)
