@@ -31,8 +31,9 @@ for _num_layers, _models in models_by_num_layers().items():
             "../envs/probe.yaml"
         threads: config["probe"]["threads"]
         resources:
-            # pooled layers and their standardised copy; the file also holds float16 frames
-            mem_mb=lambda wildcards, input: 2000 + 3 * input.size_mb,
+            # the pooled layers and one standardised copy per seed (the seeds train together);
+            # the file also holds float16 frames, so its size bounds the pooled layers'
+            mem_mb=lambda wildcards, input: 2000 + (2 + len(config["probe"]["seeds"])) * input.size_mb,
             runtime=240,
             gpu=int(config["probe"]["device"].startswith("cuda")),
         params:

@@ -80,6 +80,21 @@ def test_probe_hyperparameter_plans_the_probes_and_their_aggregates(demo_run, tm
     assert folds == list(range(1, DEMO_FOLDS + 1))
 
 
+def test_probe_jobs_ask_for_memory_for_each_seed_they_train_together(demo_run, tmp_path):
+    jobs = dry_run(demo_run.parent, "--configfile", configfile(tmp_path, {"probe": {"seeds": [0, 1, 2]}}))
+    fold_jobs = [job for job in jobs if job.rule == "probe_fold_4_layers"]
+    assert len(fold_jobs) == DEMO_FOLDS
+    inputs_mb = (
+        sum(
+            path.stat().st_size
+            for path in (demo_run / "demo" / "manifest.tsv", demo_run / "demo" / "embeddings" / "RAND.h5")
+        )
+        / 2**20
+    )
+    for job in fold_jobs:  # the pooled layers and a standardised copy per seed, bounded by the inputs' size
+        assert int(job.resources["mem_mb"]) == pytest.approx(2000 + (2 + 3) * inputs_mb, abs=1)
+
+
 def test_summary_says_which_outputs_are_stale_and_why(demo_run, tmp_path):
     result = snakemake(demo_run.parent, "--summary", "--configfile", configfile(tmp_path, {"probe": {"patience": 7}}))
     assert result.returncode == 0, result.stderr[-3000:]
