@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from paraprobe.probe.report import (
 )
 from paraprobe.probe.settings import ProbeSettings, probe_settings
 from paraprobe.probe.splits import fold_split
+from paraprobe.probe import training
 from paraprobe.probe.training import EarlyStopping, train_probes
 
 NUM_LAYERS = 4  # transformer layers L: hidden states layer_00..layer_04
@@ -286,6 +288,19 @@ def test_trainer_wants_a_split_and_a_seed_per_run():
     inputs = build_probe_inputs(layers, [split.train, split.train], ["layer_01"])
     with pytest.raises(ValueError, match="2 runs of inputs, 1 splits and 1 seeds: give one each"):
         train_probes(inputs, labels, [split], [0], NUM_CLASSES, FAST)
+
+
+def test_training_logs_progress_and_the_probes_that_stop(monkeypatch, caplog):
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    split = fold_split(speakers, folds, 2, 0.15, 0)
+    inputs = build_probe_inputs(layers, [split.train], ["layer_01", "layer_02"])
+    monkeypatch.setattr(training, "_PROGRESS_S", 0.0)  # a line every epoch
+    with caplog.at_level(logging.INFO, logger="paraprobe"):
+        (results,) = train_probes(inputs, labels, [split], [0], NUM_CLASSES, FAST)
+    epochs = results.epochs.max()
+    lines = [line for line in caplog.messages if line.startswith("probes (ETA if none stops early): ")]
+    assert [line.split(": ")[1].split(",")[0] for line in lines] == [f"{e}/40 epochs" for e in range(1, epochs + 1)]
+    assert sum("stopped layer_0" in line for line in caplog.messages) == len(set(results.epochs))
 
 
 def test_unknown_trainer_is_refused():

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from paraprobe.probe.inputs import ProbeInputs
+from paraprobe.progress import Progress
 from paraprobe.probe.settings import ProbeSettings
 from paraprobe.probe.splits import FoldSplit, derive_seed
 
@@ -44,6 +45,8 @@ logger = logging.getLogger("paraprobe")
 
 #: Probe-rows per forward pass when scoring validation or test rows (bounds memory, not results).
 _EVALUATION_ROWS = 16384
+#: Seconds between progress lines in the log.
+_PROGRESS_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -458,6 +461,9 @@ def _train_together(
     validation = _run_rows(stack, [run.validation for run in runs], targets, longest)
     stopping = EarlyStopping(len(name_of_id), settings.patience)
     batch_size = settings.batch_size
+    progress = Progress(
+        settings.max_epochs, "epochs", label="probes (ETA if none stops early)", logger=logger, interval_s=_PROGRESS_S
+    )
     for epoch in range(1, settings.max_epochs + 1):
         orders = [epoch_order(run.seed, epoch, run.train) for run in runs]
         num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in stack.active_runs)
@@ -470,6 +476,7 @@ def _train_together(
         losses = np.full(len(name_of_id), np.nan)
         losses[stack.probe_ids] = stack.evaluate(validation)[0]
         improved = stopping.update(epoch, losses)
+        progress.update()
         stack.remember_best(improved)
         stopped = stack.probe_ids[~stopping.active[stack.probe_ids]]
         if stopped.size:
