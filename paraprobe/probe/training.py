@@ -51,7 +51,7 @@ _PROGRESS_S = 10.0
 
 @dataclass(frozen=True)
 class ProbeResults:
-    """What training the probes of one fold and seed yields, probe axis first.
+    """What training the probes of one run (a fold split with one seed) yields, probe axis first.
 
     Attributes
     ----------
