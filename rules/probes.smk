@@ -31,9 +31,7 @@ for _num_layers, _models in models_by_num_layers().items():
             "../envs/probe.yaml"
         threads: config["probe"]["threads"]
         resources:
-            # the pooled layers and one standardised copy per seed (the seeds train together);
-            # the file also holds float16 frames, so its size bounds the pooled layers'
-            mem_mb=lambda wildcards, input: 2000 + (2 + len(config["probe"]["seeds"])) * input.size_mb,
+            mem_mb=probe_fold_mem_mb,
             runtime=240,
             gpu=int(config["probe"]["device"].startswith("cuda")),
         params:

@@ -40,6 +40,13 @@ def probe_fold_settings(wildcards):
     )
 
 
+def probe_fold_mem_mb(wildcards, input):
+    """A fold job's memory (MB): the pooled layers and one standardised copy per seed (the
+    seeds train together); the file also holds float16 frames, so its size bounds the
+    pooled layers'."""
+    return 2000 + (2 + len(config["probe"]["seeds"])) * input.size_mb
+
+
 def probes_targets():
     """The probing stage's final files (the fold JSONs come in as their inputs)."""
     return [

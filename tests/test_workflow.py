@@ -106,3 +106,18 @@ def test_demo_report_groups_every_figure_by_experiment(demo_run):
     for category in ("Probing", "Feature similarity", "Layer similarity", "Hierarchy", "Emotion", "Paper comparison"):
         assert category in html
     assert "fig1_probe_ua.png" in html and "fig5_emotion_cca.png" in html
+
+
+def test_workflow_passes_snakemake_lint_and_snakefmt(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    lint = snakemake(tmp_path, "--lint", "--configfile", str(REPO / "config.yaml"))
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    workflow_files = [str(REPO / "Snakefile"), str(REPO / "rules")]
+    formatting = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", *workflow_files], capture_output=True, text=True
+    )
+    assert formatting.returncode == 0, formatting.stderr
