@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -10,13 +11,26 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
-def replace_run_lists(config: dict, user_config: dict) -> None:
-    """Let a user config's ``corpora`` and ``models`` replace the demo's instead of adding to them.
+def apply_user_config(config: dict, user_config: dict, user_configfiles: Sequence) -> None:
+    """Give a user's config the last word over the demo's config.yaml, which Snakemake loads first.
 
-    Snakemake merges ``--configfile`` over config.yaml key by key; for the two
-    sections that say *what* to run, a user naming their own corpora does not want
-    the demo's too.
+    With ``--configfile`` the user's files (and any ``--config`` values) are the whole config,
+    as with Snakemake's ``--replace-workflow-config``: the demo's own settings (two seeds, 120
+    utterances with frames, held-out estimates) must not leak into a study such as
+    configs/paper.yaml; every key a user file leaves out takes its schema default. With
+    ``--config`` values alone the demo stays and they change it key by key, except that
+    ``corpora`` and ``models``, which say what to run, replace the demo's.
+
+    Parameters
+    ----------
+    config : the config Snakemake built (config.yaml, then the user's values merged over it); changed in place
+    user_config : the user's values alone (``--configfile`` files merged, then ``--config``)
+    user_configfiles : the ``--configfile`` paths, empty without any
     """
+    if user_configfiles:
+        config.clear()
+        config.update(copy.deepcopy(user_config))
+        return
     for key in ("corpora", "models"):
         if user_config.get(key):
             config[key] = copy.deepcopy(user_config[key])

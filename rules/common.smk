@@ -6,7 +6,7 @@ import re
 from snakemake.utils import validate
 
 from paraprobe.acoustic_columns import FEATURE_SETS, check_acoustic_config
-from paraprobe.config import check_paths, replace_run_lists, sort_mapping_keys
+from paraprobe.config import apply_user_config, check_paths, sort_mapping_keys
 from paraprobe.manifest import corpus_folds as folds_of_corpus
 from paraprobe.manifest import (
     corpus_input_files,
@@ -15,7 +15,11 @@ from paraprobe.manifest import (
 )
 from paraprobe.model_configs import num_transformer_layers
 
-replace_run_lists(config, workflow.config_settings.overwrite_config)
+apply_user_config(
+    config,
+    workflow.config_settings.overwrite_config,
+    workflow.config_settings.configfiles,
+)
 validate(config, schema="../schemas/config.schema.yaml")
 check_paths(config)
 check_acoustic_config(config["acoustic"])

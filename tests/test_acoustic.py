@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,6 +12,7 @@ import pytest
 import soundfile
 import yaml
 
+from conftest import REPO, snakemake
 from paraprobe.acoustic import egemaps_lld, extract_acoustic, mfcc, utterance_features
 from paraprobe.acoustic_columns import (
     EGEMAPS,
@@ -30,7 +28,6 @@ from paraprobe.config import ConfigError
 from paraprobe.framing import num_model_frames, pool_to_model_frames
 from paraprobe.io import write_tsv
 
-REPO = Path(__file__).resolve().parents[1]
 SR = TARGET_SAMPLE_RATE
 
 
@@ -302,25 +299,9 @@ def test_conv_lists_of_different_lengths_are_a_config_error():
 
 def test_workflow_refuses_an_unknown_group_column_before_any_job(tmp_path):
     configfile = tmp_path / "mine.yaml"
-    configfile.write_text(yaml.safe_dump({"acoustic": {"groups": {"pitch": ["F0_sma3nz"]}}}))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(tmp_path),
-            "--configfile",
-            str(configfile),
-            "-n",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    configfile.write_text(yaml.safe_dump({**demo, "acoustic": {"groups": {"pitch": ["F0_sma3nz"]}}}))
+    result = snakemake(tmp_path, "--configfile", str(configfile), "-n", "--quiet")
     assert result.returncode != 0
     assert "acoustic.groups.pitch: unknown column 'F0_sma3nz'" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()

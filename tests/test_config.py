@@ -1,16 +1,13 @@
 import copy
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
-from paraprobe.config import ConfigError, check_paths, replace_run_lists, sort_mapping_keys
+from conftest import REPO, snakemake
+from paraprobe.config import ConfigError, apply_user_config, check_paths, sort_mapping_keys
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
 
 
@@ -60,15 +57,29 @@ def test_missing_corpus_root_names_the_key_and_path(tmp_path):
         check_paths(config)
 
 
-def test_user_corpora_and_models_replace_the_demo_other_keys_merge():
+def merged_over_demo(user: dict) -> dict:
+    """What Snakemake builds before the workflow's own handling: the user's values merged over config.yaml."""
     config = demo_config()
+    update_config(config, copy.deepcopy(user))
+    return config
+
+
+def test_a_user_config_file_is_the_whole_config():
+    user = {"corpora": {"rav": {"format": "ravdess", "root": "/data"}}, "models": {"PT": {"id": "x"}}}
+    config = merged_over_demo(user)
+    apply_user_config(config, user, ["mine.yaml"])
+    assert config == user  # no demo corpus, and no demo setting such as its two probe seeds
+    validate(config, SCHEMA)
+    assert config["probe"]["seeds"] == [0] and config["extraction"]["frames"]["utterances"] == 500
+
+
+def test_command_line_values_change_the_demo_and_replace_its_corpora_and_models():
+    demo = demo_config()
     user = {"corpora": {"rav": {"format": "ravdess", "root": "/data"}}, "outdir": "elsewhere"}
-    merged = copy.deepcopy(config)
-    merged.update(outdir="elsewhere")
-    merged["corpora"]["rav"] = user["corpora"]["rav"]  # what snakemake's key-by-key merge gives
-    replace_run_lists(merged, user)
-    assert list(merged["corpora"]) == ["rav"]
-    assert merged["models"] == config["models"]
+    config = merged_over_demo(user)
+    apply_user_config(config, user, [])
+    assert list(config["corpora"]) == ["rav"] and config["outdir"] == "elsewhere"
+    assert config["models"] == demo["models"] and config["probe"] == demo["probe"]
 
 
 def test_mapping_keys_are_sorted_except_the_feature_groups():
@@ -89,18 +100,22 @@ def test_mapping_keys_are_sorted_except_the_feature_groups():
 def snakemake_dry_run(tmp_path, user_config: dict):
     configfile = tmp_path / "mine.yaml"
     configfile.write_text(yaml.safe_dump(user_config))
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-         "--configfile", str(configfile), "-n", "--quiet"],
-        capture_output=True, text=True, timeout=300,
-    )
+    return snakemake(tmp_path, "--configfile", str(configfile), "-n", "--quiet")
 
 
 def test_workflow_refuses_a_bad_config_before_any_job(tmp_path):
-    result = snakemake_dry_run(tmp_path, {"corpora": {"rav": {"format": "ravdess", "root": "/no/such/dir"}}})
+    models = demo_config()["models"]
+    result = snakemake_dry_run(
+        tmp_path, {"corpora": {"rav": {"format": "ravdess", "root": "/no/such/dir"}}, "models": models}
+    )
     assert result.returncode != 0
     assert "corpora.rav.root: folder /no/such/dir does not exist" in result.stdout + result.stderr
-    result = snakemake_dry_run(tmp_path, {"corpora": {"demo": {"format": "synthetic", "actors": "4"}}})
+    result = snakemake_dry_run(
+        tmp_path, {"corpora": {"demo": {"format": "synthetic", "actors": "4"}}, "models": models}
+    )
     assert result.returncode != 0
     assert "'4' is not of type 'integer'" in result.stdout + result.stderr
+    result = snakemake_dry_run(tmp_path, {"corpora": demo_config()["corpora"]})  # says what to run, not with what
+    assert result.returncode != 0
+    assert "'models' is a required property" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()

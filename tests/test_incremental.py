@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from conftest import REPO, PlannedJob, planned_jobs, snakemake
 from corpus_trees import write_tone
@@ -35,8 +36,16 @@ def rule_counts(jobs: list[PlannedJob]) -> dict[str, int]:
 
 
 def configfile(folder: Path, settings: dict) -> str:
+    """A user config: the demo's with ``settings`` changed (``corpora`` and ``models`` replaced, other
+    sections merged key by key), since a user's config file replaces config.yaml as a whole."""
+    config = demo_config()
+    for key, value in settings.items():
+        if key in ("corpora", "models"):
+            config[key] = value
+        else:
+            update_config(config, {key: value})
     path = folder / "change.yaml"
-    path.write_text(yaml.safe_dump(settings))
+    path.write_text(yaml.safe_dump(config))
     return str(path)
 
 
@@ -93,6 +102,22 @@ def test_probe_jobs_ask_for_memory_for_each_seed_they_train_together(demo_run, t
     )
     for job in fold_jobs:  # the pooled layers and a standardised copy per seed, bounded by the inputs' size
         assert int(job.resources["mem_mb"]) == pytest.approx(2000 + (2 + 3) * inputs_mb, abs=1)
+
+
+def test_a_user_config_file_replaces_the_demo_settings_it_leaves_out(demo_run, tmp_path):
+    """Without its ``probe`` section, the demo's config as a user file means the schema's probe
+    defaults (one seed, not the demo's two): the probes rerun, nothing upstream does."""
+    config = demo_config()
+    del config["probe"]
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    jobs = dry_run(demo_run.parent, "--configfile", str(path))
+    assert rule_counts(jobs) == {
+        "probe_fold_4_layers": DEMO_FOLDS,
+        **dict.fromkeys(PROBE_AGGREGATES, 1),
+        "paper_comparison": 1,
+        "all": 1,
+    }
 
 
 def test_summary_says_which_outputs_are_stale_and_why(demo_run, tmp_path):
