@@ -1,8 +1,11 @@
 # Quick start: `make demo` runs the embedded demo end to end; `make test` runs the tests.
-# Both create the virtual environment first (torch's CPU build, then the project).
+# Both create the virtual environment first (torch, then the project).
 VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+# PyPI serves torch's CUDA build for Linux; TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# installs the far smaller CPU build instead.
+TORCH_INDEX ?=
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -11,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[test,slurm]'
 	touch $@
 

@@ -37,8 +37,16 @@ TABLE1_UA = {
 }
 BEST_LAYER = {"IEM": 6, "RAV": 5}
 COMPARE_UA_COLUMNS = [
-    "corpus", "model", "paper_corpus", "paper_model", "input", "layer",
-    "ours_ua", "ours_std", "paper_ua", "difference",
+    "corpus",
+    "model",
+    "paper_corpus",
+    "paper_model",
+    "input",
+    "layer",
+    "ours_ua",
+    "ours_std",
+    "paper_ua",
+    "difference",
 ]
 
 #: Table 3, IEMOCAP: CCA between layers 11/12 and layers 6-10: (layer, model) -> {other layer: value}.
@@ -67,9 +75,12 @@ def paper_model(model_config: dict) -> str | None:
     return PAPER_MODELS.get(model_config.get("id", "").rstrip("/"))
 
 
-def setting_differences(corpora: dict, models: dict) -> list[str]:
-    """One sentence per corpus or model of the run that is not the paper's."""
+def setting_differences(corpora: dict, models: dict, similarity_methods: list[str]) -> list[str]:
+    """One sentence per corpus or model of the run that is not the paper's, and one if the run
+    computes no CCA (``similarity_methods`` leaves it out), without which Table 3 has no values."""
     notes = []
+    if "cca" not in similarity_methods:
+        notes.append(f"similarity.methods ({', '.join(similarity_methods)}) leaves out cca: Table 3 has nothing to compare")
     for name, corpus in corpora.items():
         if paper_corpus(corpus) is None:
             notes.append(
@@ -124,9 +135,9 @@ def compare_probe_ua(probe_ua: pd.DataFrame, corpora: dict, models: dict) -> pd.
     return pd.DataFrame(rows, columns=COMPARE_UA_COLUMNS)
 
 
-
-def compare_layer_cca(layers: dict[tuple[str, str], pd.DataFrame], corpora: dict, models: dict,
-                      method: str = "cca") -> pd.DataFrame:
+def compare_layer_cca(
+    layers: dict[tuple[str, str], pd.DataFrame], corpora: dict, models: dict, method: str = "cca"
+) -> pd.DataFrame:
     """The run's CCA of layers 11 and 12 against 6-10 next to the paper's Table 3 (IEMOCAP).
 
     Args:
@@ -140,9 +151,7 @@ def compare_layer_cca(layers: dict[tuple[str, str], pd.DataFrame], corpora: dict
         if paper_corpus(corpora[corpus]) != "IEM" or paper_m is None:
             continue
         values = table[table["method"] == method]
-        lookup = {
-            (int(a), int(b)): v for a, b, v in zip(values["layer_a"], values["layer_b"], values["value"])
-        }
+        lookup = {(int(a), int(b)): v for a, b, v in zip(values["layer_a"], values["layer_b"], values["value"])}
         for (layer, name), published in TABLE3_CCA.items():
             if name != paper_m:
                 continue

@@ -60,6 +60,13 @@ def manifest_path(corpus):
     return f"{OUTDIR}/{corpus}/manifest.tsv"
 
 
+def gpus_requested(device):
+    """The `gpu` resource a job on ``device`` asks for: one when it names CUDA. `auto` asks for
+    none (on a CPU-only cluster it must not wait for a GPU), so it may share a visible GPU.
+    """
+    return int(device.startswith("cuda"))
+
+
 def runtime_from_audio(audio_rate, overhead_minutes):
     """A ``runtime`` resource (minutes) sized from the corpus's audio, for a job with a manifest input.
 

@@ -21,7 +21,7 @@ extraction_resources = dict(
         ),
         PLANNING_OVERHEAD_MINUTES,
     ),
-    gpu=1 if EXTRACTION["device"].startswith("cuda") else 0,
+    gpu=gpus_requested(EXTRACTION["device"]),
 )
 
 

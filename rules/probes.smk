@@ -33,7 +33,7 @@ for _num_layers, _models in models_by_num_layers().items():
         resources:
             mem_mb=probe_fold_mem_mb,
             runtime=240,
-            gpu=int(config["probe"]["device"].startswith("cuda")),
+            gpu=gpus_requested(config["probe"]["device"]),
         params:
             inputs=probe_input_names(_num_layers),
             settings=probe_fold_settings,

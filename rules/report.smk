@@ -29,5 +29,6 @@ rule paper_comparison:
         models=config["models"],
         pairs=[(corpus, model) for corpus in CORPORA for model in MODELS],
         method="cca",
+        similarity_methods=config["similarity"]["methods"],
     script:
         "../workflow_scripts/paper_comparison.py"

@@ -62,7 +62,7 @@ rule similarity:
             * (13 / (model_num_layers(wildcards.model) + 1)) ** 2,
             SIMILARITY_OVERHEAD_MINUTES,
         ),
-        gpu=int(config["similarity"]["device"] == "cuda"),
+        gpu=gpus_requested(config["similarity"]["device"]),
     params:
         settings=config["similarity"],
         groups=config["acoustic"]["groups"],

@@ -43,9 +43,16 @@ def test_layer_comparison_reads_either_orientation_of_a_pair():
 
 def test_settings_that_differ_from_the_paper_are_named():
     notes = setting_differences(
-        {**CORPORA, "rav_calm": {"format": "ravdess", "root": "/y", "folds": 4, "merge_calm": True}}, MODELS
+        {**CORPORA, "rav_calm": {"format": "ravdess", "root": "/y", "folds": 4, "merge_calm": True}},
+        MODELS,
+        ["cca", "cka"],
     )
     assert len(notes) == 3
     assert any("'demo' (synthetic)" in n for n in notes)
     assert any("'rav_calm'" in n for n in notes)
     assert any("'RAND' (random init)" in n for n in notes)
+
+
+def test_a_run_without_cca_is_told_table3_has_nothing_to_compare():
+    (note,) = setting_differences({}, {}, ["pwcca", "cka"])
+    assert note == "similarity.methods (pwcca, cka) leaves out cca: Table 3 has nothing to compare"

@@ -12,4 +12,4 @@ cca = compare_layer_cca(layers, corpora, models, method=snakemake.params.method)
 write_tsv(ua, snakemake.output.ua)
 write_tsv(cca, snakemake.output.cca)
 with atomic_path(snakemake.output.markdown) as temporary:
-    Path(temporary).write_text(comparison_markdown(ua, cca, setting_differences(corpora, models)))
+    Path(temporary).write_text(comparison_markdown(ua, cca, setting_differences(corpora, models, snakemake.params.similarity_methods)))
