@@ -6,6 +6,9 @@ import copy
 from collections.abc import Sequence
 from pathlib import Path
 
+import jsonschema
+import yaml
+
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
@@ -69,6 +72,34 @@ def _lookup(config: dict, path):
             return None
         config = config[key]
     return config
+
+
+def check_schema(config: dict, schema_path: str | Path) -> None:
+    """Raise :class:`ConfigError` naming the key and the reason of the first way ``config`` breaks the
+    JSON schema at ``schema_path`` (Snakemake's own validation prints the whole schema and config)."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        key = ".".join(map(str, error.absolute_path)) or "the config's top level"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{key}: {error.message}{more}")
+
+
+def check_names(config: dict) -> None:
+    """Raise :class:`ConfigError` for a name the config refers to that it does not define: a
+    ``probe.learning_rate_by_corpus`` key that is no corpus (a typo would silently train at
+    another rate), or a ``similarity.reference_group`` that is no ``acoustic.groups`` entry."""
+    for corpus in config["probe"]["learning_rate_by_corpus"]:
+        if corpus not in config["corpora"]:
+            raise ConfigError(
+                f"probe.learning_rate_by_corpus.{corpus}: no corpus of that name (corpora: {', '.join(config['corpora'])})"
+            )
+    reference = config["similarity"]["reference_group"]
+    if reference not in config["acoustic"]["groups"]:
+        raise ConfigError(
+            f"similarity.reference_group: {reference!r} is not one of acoustic.groups ({', '.join(config['acoustic']['groups'])})"
+        )
 
 
 #: The path key each corpus format reads, and whether it names a folder.

@@ -85,11 +85,18 @@ def setup_job_logging(log_path: str | None) -> logging.Logger:
 
 
 def _log_uncaught_errors(logger: logging.Logger) -> None:
-    """Put the error that ends a job into its log too, not only on the console."""
+    """Put the error that ends a job into its log too, not only on the console.
+
+    paraprobe's own errors (bad audio, a corpus or config that cannot work, a checkpoint that
+    cannot be loaded) say what is wrong with the input in their message: they get that one
+    line, without a traceback through the code that found them. Anything else is a bug or an
+    environment problem and keeps its traceback.
+    """
     default_hook = sys.excepthook
 
     def hook(kind, error, traceback):
         logger.error("%s: %s", kind.__name__, error)
-        default_hook(kind, error, traceback)
+        if not kind.__module__.startswith("paraprobe."):
+            default_hook(kind, error, traceback)
 
     sys.excepthook = hook

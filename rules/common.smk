@@ -1,12 +1,19 @@
 # Config handling and helpers every stage uses.
 import functools
 import math
+import os
 import re
 
 from snakemake.utils import validate
 
 from paraprobe.acoustic_columns import FEATURE_SETS, check_acoustic_config
-from paraprobe.config import apply_user_config, check_paths, sort_mapping_keys
+from paraprobe.config import (
+    apply_user_config,
+    check_names,
+    check_paths,
+    check_schema,
+    sort_mapping_keys,
+)
 from paraprobe.manifest import corpus_folds as folds_of_corpus
 from paraprobe.manifest import (
     corpus_input_files,
@@ -20,7 +27,9 @@ apply_user_config(
     workflow.config_settings.overwrite_config,
     workflow.config_settings.configfiles,
 )
-validate(config, schema="../schemas/config.schema.yaml")
+check_schema(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
+validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
+check_names(config)
 check_paths(config)
 check_acoustic_config(config["acoustic"])
 # Config reaches jobs through params, compared by repr: key order must not count.

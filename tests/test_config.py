@@ -1,4 +1,6 @@
 import copy
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -6,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 from conftest import REPO, snakemake
-from paraprobe.config import ConfigError, apply_user_config, check_paths, sort_mapping_keys
+from paraprobe.config import ConfigError, apply_user_config, check_names, check_paths, check_schema, sort_mapping_keys
 
 SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
 
@@ -119,3 +121,71 @@ def test_workflow_refuses_a_bad_config_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "'models' is a required property" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "error, traceback_shown",
+    [("paraprobe.config.ConfigError('corpora.x.root: folder /x does not exist')", False), ("KeyError('bug')", True)],
+)
+def test_a_job_reports_an_input_error_in_one_line_and_a_bug_with_its_traceback(tmp_path, error, traceback_shown):
+    log = tmp_path / "job.log"
+    script = f"import paraprobe.config\nfrom paraprobe.progress import setup_job_logging\nsetup_job_logging({str(log)!r})\nraise {error}\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1
+    assert ("Traceback" in result.stderr) == traceback_shown
+    name = error.split("(")[0].rsplit(".", 1)[-1]
+    assert f"ERROR {name}: " in log.read_text() and f"ERROR {name}: " in result.stderr
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"probes": {}}, "the config's top level: Additional properties are not allowed ('probes' was unexpected)"),
+        ({"outdir": ""}, "outdir: '' does not match '[^/]'"),
+        ({"outdir": "/"}, "outdir: '/' does not match '[^/]'"),
+        ({"extraction": {"frames": {"utterances": 0}}}, "extraction.frames.utterances: 0 is less than the minimum of 1"),
+        (
+            {"probe": {"learning_rate_by_format": {"ravdes": 1e-3}}},
+            "probe.learning_rate_by_format: 'ravdes' is not one of",
+        ),
+        (
+            {"models": {"RAND": {"init": "random", "architecture": "wav2vec2", "seed": -1}}},
+            "models.RAND.seed: -1 is less than",
+        ),
+    ],
+)
+def test_a_config_against_the_schema_gets_one_line_naming_the_key(change, message):
+    config = demo_config()
+    config.update(change)
+    with pytest.raises(ConfigError) as raised:
+        check_schema(config, SCHEMA)
+    assert str(raised.value).startswith(message)
+
+
+def test_the_demo_config_passes_the_schema_and_its_names_resolve():
+    config = demo_config()
+    check_schema(config, SCHEMA)
+    validate(config, SCHEMA)
+    check_names(config)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"probe": {"learning_rate_by_corpus": {"dmeo": 1e-3}}},
+            "probe.learning_rate_by_corpus.dmeo: no corpus of that name (corpora: demo)",
+        ),
+        (
+            {"similarity": {"reference_group": "energyy"}},
+            "similarity.reference_group: 'energyy' is not one of acoustic.groups (energy, ",
+        ),
+    ],
+)
+def test_names_the_config_refers_to_must_exist(change, message):
+    config = demo_config()
+    update_config(config, change)
+    validate(config, SCHEMA)
+    with pytest.raises(ConfigError) as raised:
+        check_names(config)
+    assert str(raised.value).startswith(message)
