@@ -74,6 +74,30 @@ def _lookup(config: dict, path):
     return config
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping naming a key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{key_node.start_mark.name}, line {key_node.start_mark.line + 1}: key {key!r} appears twice "
+                    "in one mapping (YAML would keep only the last)"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_unique_keys(paths: Sequence[str | Path]) -> None:
+    """Raise :class:`ConfigError` naming the file and line of a key given twice in one mapping of a
+    YAML config file (a second ``probe:`` section would silently replace the first)."""
+    for path in paths:
+        with open(path) as handle:
+            yaml.load(handle, Loader=_UniqueKeyLoader)
+
+
 def check_schema(config: dict, schema_path: str | Path) -> None:
     """Raise :class:`ConfigError` naming the key and the reason of the first way ``config`` breaks the
     JSON schema at ``schema_path`` (Snakemake's own validation prints the whole schema and config)."""

@@ -12,6 +12,7 @@ from paraprobe.config import (
     check_names,
     check_paths,
     check_schema,
+    check_unique_keys,
     sort_mapping_keys,
 )
 from paraprobe.manifest import corpus_folds as folds_of_corpus
@@ -22,6 +23,12 @@ from paraprobe.manifest import (
 )
 from paraprobe.model_configs import num_transformer_layers
 
+check_unique_keys(
+    [
+        os.path.join(workflow.basedir, "config.yaml"),
+        *workflow.config_settings.configfiles,
+    ]
+)
 apply_user_config(
     config,
     workflow.config_settings.overwrite_config,

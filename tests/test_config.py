@@ -8,7 +8,15 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 from conftest import REPO, snakemake
-from paraprobe.config import ConfigError, apply_user_config, check_names, check_paths, check_schema, sort_mapping_keys
+from paraprobe.config import (
+    ConfigError,
+    apply_user_config,
+    check_names,
+    check_paths,
+    check_schema,
+    check_unique_keys,
+    sort_mapping_keys,
+)
 
 SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
 
@@ -143,7 +151,10 @@ def test_a_job_reports_an_input_error_in_one_line_and_a_bug_with_its_traceback(t
         ({"probes": {}}, "the config's top level: Additional properties are not allowed ('probes' was unexpected)"),
         ({"outdir": ""}, "outdir: '' does not match '[^/]'"),
         ({"outdir": "/"}, "outdir: '/' does not match '[^/]'"),
-        ({"extraction": {"frames": {"utterances": 0}}}, "extraction.frames.utterances: 0 is less than the minimum of 1"),
+        (
+            {"extraction": {"frames": {"utterances": 0}}},
+            "extraction.frames.utterances: 0 is less than the minimum of 1",
+        ),
         (
             {"probe": {"learning_rate_by_format": {"ravdes": 1e-3}}},
             "probe.learning_rate_by_format: 'ravdes' is not one of",
@@ -189,3 +200,13 @@ def test_names_the_config_refers_to_must_exist(change, message):
     with pytest.raises(ConfigError) as raised:
         check_names(config)
     assert str(raised.value).startswith(message)
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("probe:\n  patience: 5\ncorpora:\n  demo: {format: synthetic}\nprobe:\n  seeds: [0, 1]\n")
+    with pytest.raises(ConfigError, match=rf"^{path}, line 5: key 'probe' appears twice in one mapping"):
+        check_unique_keys([REPO / "config.yaml", path])
+    path.write_text("corpora:\n  demo: {format: synthetic, seed: 1, seed: 2}\n")
+    with pytest.raises(ConfigError, match=r"line 2: key 'seed' appears twice"):
+        check_unique_keys([path])
