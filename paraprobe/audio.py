@@ -7,6 +7,8 @@ Every stage (manifest, embeddings, acoustic features) reads audio through
 from __future__ import annotations
 
 import math
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +48,42 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int = TARGET_SAMP
     return resample_poly(samples, up, down).astype(np.float32)
 
 
+#: A RIFF data chunk length that means "unknown" (streamed or RF64 files), not a promise.
+_UNKNOWN_CHUNK_LENGTHS = (0, 0xFFFFFFFF)
+
+
+def truncated_wav_data(path: str | Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF WAVE file's ``data`` chunk if the file ends before the
+    chunk does (a cut copy: libsndfile reads what is there without a word); None otherwise, and
+    for anything that is not RIFF WAVE."""
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        file_size = os.fstat(handle.fileno()).st_size
+        while len(chunk := handle.read(8)) == 8:
+            length = struct.unpack("<I", chunk[4:])[0]
+            if chunk[:4] == b"data":
+                present = file_size - handle.tell()
+                return (length, present) if length not in _UNKNOWN_CHUNK_LENGTHS and present < length else None
+            handle.seek(length + (length & 1), os.SEEK_CUR)  # chunks are padded to even lengths
+    return None
+
+
 def read_audio(path: str | Path, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
     """Decode ``path`` (WAV of any integer or float depth, FLAC, ...) to mono at ``target_rate``.
 
     Channels are averaged. Raises :class:`BadAudioError` if the file cannot be decoded.
     Returns a (n,) float32 array in [-1, 1].
     """
+    try:
+        truncated = truncated_wav_data(path)
+    except OSError as error:
+        raise BadAudioError(path, f"unreadable ({error})") from error
+    if truncated:
+        raise BadAudioError(
+            path, "truncated: its data chunk declares {:,} bytes, the file holds {:,}".format(*truncated)
+        )
     try:
         with soundfile.SoundFile(str(path)) as sound:
             rate = sound.samplerate

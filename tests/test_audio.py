@@ -1,3 +1,5 @@
+import struct
+
 import numpy as np
 import pytest
 import soundfile
@@ -29,7 +31,8 @@ def test_content_above_new_nyquist_is_filtered_out():
 
 
 @pytest.mark.parametrize(
-    "subtype,suffix", [("PCM_16", ".wav"), ("PCM_24", ".wav"), ("PCM_32", ".wav"), ("FLOAT", ".wav"), ("PCM_16", ".flac")]
+    "subtype,suffix",
+    [("PCM_16", ".wav"), ("PCM_24", ".wav"), ("PCM_32", ".wav"), ("FLOAT", ".wav"), ("PCM_16", ".flac")],
 )
 def test_every_depth_and_container_reads_the_same_signal(tmp_path, subtype, suffix):
     t = np.arange(16_000) / 16_000
@@ -85,3 +88,30 @@ def test_bad_audio_message_names_the_file_and_the_reason(tmp_path, make, reason)
 
 def test_exactly_the_receptive_field_is_long_enough(tmp_path):
     assert load_audio(write(tmp_path / "ok.wav", np.full(MIN_SAMPLES, 0.1))).size == MIN_SAMPLES
+
+
+def riff_wave(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A RIFF WAVE file of (id, payload) chunks, each padded to an even length as the format asks."""
+    body = b"".join(name + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1) for name, data in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+# 16 kHz mono 16-bit PCM: format 1, channels 1, rate, bytes per second, block align 2, 16 bits.
+FMT_PCM16 = struct.pack("<HHIIHH", 1, 1, 16_000, 32_000, 2, 16)
+
+
+def test_a_wav_cut_short_of_its_data_chunk_is_bad_audio(tmp_path):
+    samples = (np.sin(np.arange(16_000) / 5) * 10_000).astype("<i2")
+    path = tmp_path / "cut.wav"
+    path.write_bytes(riff_wave([(b"fmt ", FMT_PCM16), (b"data", samples.tobytes())])[:1044])  # 1,000 data bytes
+    with pytest.raises(
+        BadAudioError, match=r"cut\.wav: truncated: its data chunk declares 32,000 bytes, the file holds 1,000$"
+    ):
+        load_audio(path)
+
+
+def test_a_whole_wav_with_an_odd_length_chunk_before_its_data_reads_in_full(tmp_path):
+    samples = (np.sin(np.arange(16_000) / 5) * 10_000).astype("<i2")
+    path = tmp_path / "whole.wav"
+    path.write_bytes(riff_wave([(b"fmt ", FMT_PCM16), (b"note", b"odd"), (b"data", samples.tobytes())]))
+    np.testing.assert_array_equal(load_audio(path), samples / 2**15)
