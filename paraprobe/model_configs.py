@@ -25,6 +25,11 @@ class UnsupportedModelError(ValueError):
     """A checkpoint that is not a raw-waveform speech encoder paraprobe can frame."""
 
 
+class InvalidCheckpointError(ValueError):
+    """A checkpoint whose files are unreadable, unsafe to load, or do not fit its architecture;
+    the message names the file or checkpoint and the reason."""
+
+
 def is_random_init(model_cfg: dict) -> bool:
     return model_cfg.get("init", "pretrained") == "random"
 
@@ -43,6 +48,11 @@ def checkpoint_source(model_cfg: dict) -> tuple[str, str | None]:
 def unavailable_message(model_cfg: dict, error: Exception, planning: bool = False) -> str:
     """One line: which checkpoint is missing and how to provide it."""
     model_id = model_cfg["id"]
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    local = Path(str(model_id)).expanduser()
+    if local.is_dir():
+        # Neither the Hugging Face cache nor `hf download` has anything to do with a local directory.
+        return f"model checkpoint directory {local.resolve()} could not be loaded: {reason}"
     revision = f" (revision {model_cfg['revision']})" if model_cfg.get("revision") else ""
     download = f"hf download {model_id}" + (f" --revision {model_cfg['revision']}" if revision else "")
     how = (
@@ -55,7 +65,6 @@ def unavailable_message(model_cfg: dict, error: Exception, planning: bool = Fals
         return (
             f"model checkpoint {model_id}{revision} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: {how}"
         )
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return f"model checkpoint {model_id}{revision} could not be loaded ({reason}): {how}"
 
 
@@ -63,7 +72,8 @@ def checkpoint_config_json(model_cfg: dict) -> dict:
     """A pretrained checkpoint's ``config.json`` as a dict: from its local directory, else the
     Hugging Face cache (downloading that one file when online, as ``AutoConfig`` would).
 
-    Raises :class:`CheckpointNotAvailableError` saying how to provide the checkpoint.
+    Raises :class:`CheckpointNotAvailableError` saying how to provide the checkpoint, or
+    :class:`InvalidCheckpointError` naming a ``config.json`` that is not a JSON object.
     """
     source, revision = checkpoint_source(model_cfg)
     if Path(source).is_dir():
@@ -78,7 +88,13 @@ def checkpoint_config_json(model_cfg: dict) -> dict:
             path = hf_hub_download(source, CHECKPOINT_CONFIG_FILE, revision=revision)
         except (OSError, EntryNotFoundError) as error:
             raise CheckpointNotAvailableError(unavailable_message(model_cfg, error, planning=True)) from error
-    return json.loads(Path(path).read_text())
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidCheckpointError(f"{path}: not a valid JSON file ({error})") from error
+    if not isinstance(config, dict):
+        raise InvalidCheckpointError(f"{path}: holds a JSON {type(config).__name__}, not an object of config keys")
+    return config
 
 
 def num_transformer_layers(model_cfg: dict) -> int:

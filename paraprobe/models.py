@@ -9,7 +9,9 @@ A model config is one entry of the workflow config's ``models:`` section::
 
 Checkpoints load through ``AutoConfig``/``AutoModel``/``AutoFeatureExtractor``, never with
 ``trust_remote_code``; transformers takes ``model.safetensors`` when the checkpoint has it
-and otherwise reads ``pytorch_model.bin`` with ``torch.load(weights_only=True)``.
+and otherwise reads ``pytorch_model.bin`` with ``torch.load(weights_only=True)``. A checkpoint
+whose weights do not fit its architecture (missing or differently shaped weights, which
+transformers would leave randomly initialised) is refused.
 
 Only raw-waveform encoders are supported (wav2vec2, HuBERT, WavLM, data2vec-audio,
 UniSpeech...): their convolutional feature encoder is described by ``conv_kernel`` and
@@ -21,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +32,16 @@ import numpy as np
 import torch
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, Wav2Vec2FeatureExtractor
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 from paraprobe.audio import TARGET_SAMPLE_RATE
 from paraprobe.framing import hop_samples
 from paraprobe.model_configs import (
     CHECKPOINT_CONFIG_FILE,
     CheckpointNotAvailableError,
+    InvalidCheckpointError,
     UnsupportedModelError,
+    checkpoint_config_json,
     checkpoint_source,
     is_random_init,
     unavailable_message,
@@ -56,6 +63,17 @@ NON_COMPUTATIONAL_CONFIG_KEYS = (
     "dtype",
     "torch_dtype",
 )
+
+#: Weights of the supported base models that a faithful checkpoint may lack, because inference
+#: never reads them: ``masked_spec_embed`` is the learned vector that replaces masked frames in
+#: SpecAugment-style time/feature masking, applied only in training mode or when
+#: ``mask_time_indices`` is passed (paraprobe does neither). Any other missing weight would stay
+#: randomly initialised and change the embeddings, so it is an error; keep this list to weights
+#: the forward pass in eval mode provably does not use.
+OPTIONAL_CHECKPOINT_WEIGHTS = frozenset({"masked_spec_embed"})
+
+#: Weight names shown in an error message before "...".
+SHOWN_WEIGHT_NAMES = 3
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,8 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu") -> tuple[tor
         The checkpoint is neither local nor downloadable (one line saying how to provide it).
     UnsupportedModelError
         The checkpoint is not a 16 kHz raw-waveform encoder.
+    InvalidCheckpointError
+        A file of the checkpoint is unreadable or unsafe, or its weights do not fit its config.
     """
     if is_random_init(model_cfg):
         config = random_init_config(model_cfg)
@@ -170,10 +190,7 @@ def load_model(model_cfg: dict, device: str | torch.device = "cpu") -> tuple[tor
         source, revision_request = checkpoint_source(model_cfg)
         input_settings = pretrained_input_settings(source, revision_request)
         check_supported(config, input_settings, source, model_cfg)
-        try:
-            model = AutoModel.from_pretrained(source, revision=revision_request, trust_remote_code=False)
-        except OSError as error:
-            raise CheckpointNotAvailableError(unavailable_message(model_cfg, error)) from error
+        model = pretrained_model(model_cfg)
         name, revision = source, resolved_revision(source, revision_request)
 
     model.eval().requires_grad_(False)
@@ -214,12 +231,111 @@ def random_init_config(model_cfg: dict) -> PretrainedConfig:
 
 
 def pretrained_config(model_cfg: dict, planning: bool = False) -> PretrainedConfig:
-    """The checkpoint's config (config.json only), or :class:`CheckpointNotAvailableError`."""
+    """The checkpoint's config (config.json only), or :class:`CheckpointNotAvailableError`.
+
+    A local directory's ``config.json`` is read first by :func:`checkpoint_config_json`, so a
+    missing or corrupt one is named by its path.
+    """
     source, revision = checkpoint_source(model_cfg)
+    if Path(source).is_dir():
+        checkpoint_config_json(model_cfg)
     try:
         return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=False)
     except OSError as error:
         raise CheckpointNotAvailableError(unavailable_message(model_cfg, error, planning)) from error
+
+
+def pretrained_model(model_cfg: dict) -> torch.nn.Module:
+    """The checkpoint's base model with every weight it uses loaded from the checkpoint.
+
+    Raises :class:`CheckpointNotAvailableError` for a checkpoint that cannot be found and
+    :class:`InvalidCheckpointError` for one whose weights are unsafe or do not fit its config.
+    """
+    source, revision = checkpoint_source(model_cfg)
+    if Path(source).is_dir():
+        weight_files = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
+        if not any((Path(source) / name).is_file() for name in weight_files):
+            raise CheckpointNotAvailableError(
+                f"model checkpoint directory {source} has no weights: none of {', '.join(weight_files)}"
+            )
+    try:
+        model, loading_info = AutoModel.from_pretrained(
+            source,
+            revision=revision,
+            trust_remote_code=False,
+            output_loading_info=True,
+            # Shape mismatches come back in loading_info and are refused below, naming the
+            # checkpoint and the weights, instead of transformers' generic RuntimeError.
+            ignore_mismatched_sizes=True,
+        )
+    except pickle.UnpicklingError as error:
+        raise InvalidCheckpointError(unsafe_weights_message(source, revision, error)) from error
+    except OSError as error:
+        raise CheckpointNotAvailableError(unavailable_message(model_cfg, error)) from error
+    check_loaded_weights(model, loading_info, checkpoint_name(source, revision))
+    return model
+
+
+def checkpoint_name(source: str, revision: str | None) -> str:
+    """How error messages name a checkpoint: its directory, or its hub id and revision."""
+    if Path(source).is_dir():
+        return f"model checkpoint directory {source}"
+    return f"model checkpoint {source}" + (f" (revision {revision})" if revision else "")
+
+
+def check_loaded_weights(model: torch.nn.Module, loading_info: dict, name: str) -> None:
+    """Raise :class:`InvalidCheckpointError` if a weight the model uses did not come from the checkpoint.
+
+    ``loading_info`` is ``from_pretrained(..., output_loading_info=True)``'s: weights missing from
+    the checkpoint (other than :data:`OPTIONAL_CHECKPOINT_WEIGHTS`) or shaped differently from what
+    ``config.json`` describes would be randomly initialised. Unexpected keys (a CTC head
+    ``lm_head.*``, pretraining quantizer weights) are fine: the base model does not use them.
+    """
+    missing = sorted(set(loading_info["missing_keys"]) - OPTIONAL_CHECKPOINT_WEIGHTS, key=natural_order)
+    if missing:
+        unused = sorted(loading_info["unexpected_keys"], key=natural_order)
+        hint = (
+            f"; the checkpoint has {len(unused)} weights the model does not use, such as {shown_names(unused)}"
+            if unused
+            else ""
+        )
+        raise InvalidCheckpointError(
+            f"{name}: {len(missing)} of the {len(model.state_dict())} weights of its {model.config.model_type} "
+            f"model are missing from the checkpoint and would be randomly initialised: {shown_names(missing)}"
+            f"{hint}; the weights must be saved under the base model's names (save_pretrained), "
+            "with a config.json that describes them (num_hidden_layers, hidden_size, ...)"
+        )
+    mismatched = sorted(loading_info["mismatched_keys"], key=lambda entry: natural_order(entry[0]))
+    if mismatched:
+        shapes = [
+            f"{key} (checkpoint {list(stored)}, config {list(expected)})"
+            for key, stored, expected in mismatched[:SHOWN_WEIGHT_NAMES]
+        ]
+        more = ", ..." if len(mismatched) > SHOWN_WEIGHT_NAMES else ""
+        raise InvalidCheckpointError(
+            f"{name}: {len(mismatched)} weights have other shapes than its config.json describes: "
+            f"{', '.join(shapes)}{more}; config.json and the weights do not belong together"
+        )
+
+
+def natural_order(key: str) -> list:
+    """Sort key putting ``layers.2`` before ``layers.10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def shown_names(keys: list[str]) -> str:
+    return ", ".join(keys[:SHOWN_WEIGHT_NAMES]) + (", ..." if len(keys) > SHOWN_WEIGHT_NAMES else "")
+
+
+def unsafe_weights_message(source: str, revision: str | None, error: pickle.UnpicklingError) -> str:
+    """One line saying that ``torch.load(weights_only=True)`` refused the checkpoint's pickled weights, and why."""
+    found = re.search(r"GLOBAL (\S+)", str(error))
+    what = f" (it references {found.group(1)})" if found else ""
+    return (
+        f"{checkpoint_name(source, revision)}: its {WEIGHTS_NAME} weights hold Python objects other than "
+        f"tensors{what}, which paraprobe refuses to unpickle for safety; provide the checkpoint as "
+        f"safetensors ({SAFE_WEIGHTS_NAME}) instead"
+    )
 
 
 def resolved_revision(source: str, revision: str | None) -> str:

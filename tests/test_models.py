@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
 from paraprobe.model_configs import (
     CHECKPOINT_CONFIG_FILE,
     CheckpointNotAvailableError,
+    InvalidCheckpointError,
     UnsupportedModelError,
     num_transformer_layers,
 )
@@ -89,6 +91,115 @@ def test_local_directory_round_trip_keeps_the_fingerprint(tmp_path):
     assert info.fingerprint == random_info.fingerprint
     assert info.name == str(tmp_path.resolve()) and info.revision == ""
     assert inputs == InputSettings(16_000, False)
+
+
+def save_checkpoint(directory: Path) -> Path:
+    """A tiny random wav2vec2 checkpoint (model.safetensors, config.json, preprocessor config) in ``directory``."""
+    model, _, _ = load_model(RANDOM)
+    model.save_pretrained(directory)
+    Wav2Vec2FeatureExtractor().save_pretrained(directory)
+    return directory
+
+
+def edit_config_json(directory: Path, edit) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    edit(config)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def test_checkpoint_missing_weights_the_model_uses_is_refused(tmp_path):
+    prefixed = save_checkpoint(tmp_path / "prefixed")
+    weights = load_file(prefixed / "model.safetensors")
+    save_file({f"encoder_model.{k}": v for k, v in weights.items()}, prefixed / "model.safetensors", {"format": "pt"})
+    with pytest.raises(InvalidCheckpointError) as refused:
+        load_model({"id": str(prefixed)})
+    message = str(refused.value)
+    assert message.startswith(f"model checkpoint directory {prefixed.resolve()}: ")
+    assert f"{len(weights) - 1} of the {len(weights)} weights of its wav2vec2 model are missing" in message
+    assert "encoder.layer_norm.bias, encoder.layer_norm.weight, encoder.layers.0." in message
+    assert "such as encoder_model." in message
+
+    # config.json without num_hidden_layers: the default 12 layers, of which the checkpoint has 3.
+    no_layers = save_checkpoint(tmp_path / "no-layers")
+    edit_config_json(no_layers, lambda config: config.pop("num_hidden_layers"))
+    with pytest.raises(InvalidCheckpointError, match=r"are missing from the checkpoint .*: encoder\.layers\.3\."):
+        load_model({"id": str(no_layers)})
+
+    # Legitimately absent: masked_spec_embed (training-time masking only); unused: a CTC head.
+    no_mask = save_checkpoint(tmp_path / "no-mask")
+    weights = load_file(no_mask / "model.safetensors")
+    del weights["masked_spec_embed"]
+    save_file(weights, no_mask / "model.safetensors", {"format": "pt"})
+    assert load_model({"id": str(no_mask)})[2].num_layers == 3
+    ctc = tmp_path / "ctc"
+    Wav2Vec2ForCTC(AutoConfig.for_model("wav2vec2", vocab_size=8, **TINY)).save_pretrained(ctc)
+    Wav2Vec2FeatureExtractor().save_pretrained(ctc)
+    assert "lm_head.weight" in load_file(ctc / "model.safetensors")
+    assert load_model({"id": str(ctc)})[2].num_layers == 3
+
+
+def touch(path: str) -> None:
+    Path(path).touch()
+
+
+class PicklePayload:
+    """Runs ``touch(marker)`` when unpickled without ``weights_only``."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return touch, (self.marker,)
+
+
+def test_pickled_weights_file_is_refused_naming_the_file(tmp_path):
+    checkpoint = save_checkpoint(tmp_path / "checkpoint")
+    weights = load_file(checkpoint / "model.safetensors")
+    (checkpoint / "model.safetensors").unlink()
+    marker = tmp_path / "code-ran"
+    torch.save({**weights, "payload": PicklePayload(marker)}, checkpoint / "pytorch_model.bin")
+    with pytest.raises(InvalidCheckpointError) as refused:
+        load_model({"id": str(checkpoint)})
+    message = str(refused.value)
+    assert message.startswith(
+        f"model checkpoint directory {checkpoint}: its pytorch_model.bin weights hold Python objects other than tensors"
+    )
+    assert "refuses to unpickle for safety" in message and "safetensors (model.safetensors)" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_corrupt_config_json_is_named(tmp_path):
+    checkpoint = save_checkpoint(tmp_path)
+    (checkpoint / "config.json").write_text("{not json")
+    expected = f"{checkpoint.resolve() / 'config.json'}: not a valid JSON file (Expecting property name"
+    for call in (num_transformer_layers, load_model):
+        with pytest.raises(InvalidCheckpointError) as refused:
+            call({"id": str(checkpoint)})
+        assert str(refused.value).startswith(expected)
+
+
+def test_local_directory_without_weights_is_named(tmp_path):
+    checkpoint = save_checkpoint(tmp_path)
+    (checkpoint / "model.safetensors").unlink()
+    with pytest.raises(CheckpointNotAvailableError) as refused:
+        load_model({"id": str(checkpoint)})
+    message = str(refused.value)
+    assert message.startswith(f"model checkpoint directory {checkpoint.resolve()} has no weights: none of ")
+    assert "model.safetensors" in message and "pytorch_model.bin" in message
+    assert "hf download" not in message and "cache" not in message
+
+
+def test_config_json_that_does_not_fit_the_weights_is_refused(tmp_path):
+    checkpoint = save_checkpoint(tmp_path)
+    edit_config_json(checkpoint, lambda config: config.update(hidden_size=48))
+    with pytest.raises(InvalidCheckpointError) as refused:
+        load_model({"id": str(checkpoint)})
+    message = str(refused.value)
+    assert message.startswith(f"model checkpoint directory {checkpoint.resolve()}: ")
+    assert "weights have other shapes than its config.json describes: " in message
+    assert "encoder.layer_norm.bias (checkpoint [32], config [48])" in message
+    assert "ignore_mismatched_sizes" not in message
 
 
 def test_planning_layer_count_must_match_the_checkpoint():
