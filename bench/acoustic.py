@@ -32,6 +32,7 @@ import paraprobe.acoustic as acoustic
 from paraprobe.acoustic_columns import FEATURE_SETS
 from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
 from paraprobe.io import write_tsv
+from paraprobe.manifest import read_manifest
 
 
 def synthetic_corpus(folder: Path, utterances: int, seed: int = 0) -> tuple[Path, float]:
@@ -88,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         manifest, audio_seconds = synthetic_corpus(folder, arguments.utterances)
-        paths = list(pd.read_csv(manifest, sep="\t")["path"])
+        paths = list(read_manifest(manifest)["path"])
         outputs = {name: folder / f"{name}.h5" for name in FEATURE_SETS}
         extractor = acoustic._egemaps_extractor()  # built (configuration parsed) before timing
         print(f"{len(paths)} utterances, {audio_seconds:.0f} s of audio")

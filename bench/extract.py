@@ -60,7 +60,7 @@ from paraprobe.embeddings import (
     shard_batches,
 )
 from paraprobe.io import write_tsv
-from paraprobe.manifest import file_sha1
+from paraprobe.manifest import file_sha1, read_manifest
 from paraprobe.models import resolve_device
 
 RATE = 16_000
@@ -207,10 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
         manifest_path = write_corpus(root, args.utterances, args.seed)
-        manifest = pd.read_csv(manifest_path, sep="\t")
+        manifest = read_manifest(manifest_path)
         audio_seconds = float(manifest["duration_s"].sum())
         frame_utterances = max(1, round(FRAME_SHARE * len(manifest)))
-        keep_frames = frame_subset(manifest.astype({"utt_id": str, "label": str}), frame_utterances, 0)
+        keep_frames = frame_subset(manifest, frame_utterances, 0)
         model_dir = root / "model"
         save_base_sized_model(model_dir, args.seed)
         print(

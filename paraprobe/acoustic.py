@@ -69,7 +69,8 @@ from paraprobe.framing import (
     pool_to_model_frames,
     receptive_field_samples,
 )
-from paraprobe.io import atomic_path, read_tsv
+from paraprobe.io import atomic_path
+from paraprobe.manifest import read_manifest
 from paraprobe.progress import Progress
 
 #: Both feature sets advance by 10 ms.
@@ -409,10 +410,7 @@ def extract_acoustic(
     """
     logger = logger or logging.getLogger("paraprobe")
     conv_kernel, conv_stride = tuple(conv_kernel), tuple(conv_stride)
-    manifest = read_tsv(manifest_path)
-    missing = [column for column in ("utt_id", "path", "duration_s") if column not in manifest.columns]
-    if missing:
-        raise ValueError(f"{manifest_path}: manifest lacks column(s) {', '.join(missing)}")
+    manifest = read_manifest(manifest_path, ("utt_id", "path", "duration_s"))
 
     hop = hop_samples(conv_stride)
     shared_attrs = {

@@ -67,7 +67,8 @@ from paraprobe.embedding_store import (
     reusable_rows,
 )
 from paraprobe.framing import hop_samples, num_model_frames
-from paraprobe.io import atomic_path, read_tsv
+from paraprobe.io import atomic_path
+from paraprobe.manifest import read_manifest
 from paraprobe.models import InputSettings, ModelInfo, load_model, resolve_device
 from paraprobe.progress import Progress
 
@@ -80,7 +81,8 @@ GPU_MEMORY_SHARE = 0.5
 #: Threads writing a batch's rows (``os.pwrite`` releases the interpreter lock) while the next one computes.
 WRITER_THREADS = 4
 
-MANIFEST_COLUMNS = ("utt_id", "path", "label", "duration_s", "sha1")
+#: The manifest columns extraction reads.
+EXTRACTION_COLUMNS = ("utt_id", "path", "label", "duration_s", "sha1")
 
 
 @dataclass(frozen=True)
@@ -123,17 +125,6 @@ class ExtractionSummary:
 
 # ---------------------------------------------------------------------------------------
 # Pure functions of the manifest: the same answer in every job of a corpus.
-
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """The manifest with the columns extraction needs; ``utt_id``, ``label`` and ``sha1`` as str."""
-    manifest = read_tsv(path)
-    missing = [column for column in MANIFEST_COLUMNS if column not in manifest.columns]
-    if missing:
-        raise ValueError(f"{path}: manifest lacks columns {missing}")
-    for column in ("utt_id", "label", "sha1"):
-        manifest[column] = manifest[column].astype(str)
-    return manifest
 
 
 def manifest_num_samples(manifest: pd.DataFrame) -> np.ndarray:
@@ -604,7 +595,7 @@ class EmbeddingExtractor:
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard {shard_index} does not exist among {num_shards} shards (0..{num_shards - 1})")
         info, logger = self.info, self.logger
-        manifest = read_manifest(manifest_path)
+        manifest = read_manifest(manifest_path, EXTRACTION_COLUMNS)
         num_samples = manifest_num_samples(manifest)
         batches = shard_batches(num_samples, self.budget_samples, shard_index, num_shards)
         rows = np.sort(np.concatenate(batches)) if batches else np.zeros(0, dtype=np.int64)
@@ -733,7 +724,7 @@ def merge_shards(
     Copies in blocks (:func:`copy_utterance_rows`), so memory does not grow with the corpus.
     """
     logger = logger or logging.getLogger("paraprobe")
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, EXTRACTION_COLUMNS)
     position = {utt: row for row, utt in enumerate(manifest["utt_id"])}
     with contextlib.ExitStack() as stack:
         parts = [stack.enter_context(h5py.File(path, "r")) for path in part_paths]

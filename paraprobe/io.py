@@ -34,5 +34,6 @@ def write_tsv(frame: pd.DataFrame, path: str | Path) -> None:
 
 
 def read_tsv(path: str | Path) -> pd.DataFrame:
-    """Read a table written by :func:`write_tsv` (strings kept as strings)."""
+    """Read a table written by :func:`write_tsv`, numbers parsed as numbers (manifests, whose ids
+    must stay strings, have :func:`paraprobe.manifest.read_manifest`)."""
     return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from paraprobe.corpora import CANDIDATE_COLUMNS, CorpusError, CorpusListing, csv_list, iemocap, ravdess
-from paraprobe.io import read_tsv, write_tsv
+from paraprobe.io import write_tsv
 from paraprobe.progress import Progress
 
 MANIFEST_COLUMNS = (*CANDIDATE_COLUMNS, "duration_s", "sha1")
 EXCLUDED_COLUMNS = ("utt_id", "path", "reason")
+#: Manifest columns that are not strings: how :func:`read_manifest` converts them.
+NUMERIC_COLUMNS = {"fold": int, "duration_s": float}
+#: Exclusion reasons an error about a corpus's usable utterances quotes (the most common first).
+QUOTED_REASONS = 3
 
 
 def synthetic_audio_root(outdir: str | Path, corpus: str) -> Path:
@@ -131,10 +138,20 @@ def build_manifest(
         finally:
             progress.update()
 
+    listing.check_unique_ids()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         rows = [r for r in pool.map(measure_or_exclude, listing.candidates) if r is not None]
     if not rows:
-        raise CorpusError("no usable utterances: every candidate was excluded (see excluded.tsv reasons)")
+        raise CorpusError(
+            f"{listing.source}: no usable utterances: {len(listing.candidates)} candidate(s), "
+            f"{exclusion_summary(excluded)}"
+        )
+    labels = sorted({row["label"] for row in rows})
+    if len(labels) < 2:
+        raise CorpusError(
+            f"{listing.source}: fewer than 2 labels ({', '.join(map(repr, labels))}) among the {len(rows)} "
+            f"usable utterances ({exclusion_summary(excluded)}); probing needs at least 2 classes"
+        )
     manifest = pd.DataFrame(rows)
     extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
     manifest = manifest[[*MANIFEST_COLUMNS, *extra]].sort_values("utt_id", kind="stable")
@@ -146,6 +163,21 @@ def build_manifest(
         len(excluded_frame),
     )
     return manifest.reset_index(drop=True), excluded_frame.reset_index(drop=True)
+
+
+def exclusion_summary(excluded: list[dict]) -> str:
+    """``"5 excluded; most common reasons: 3x file not found, 2x ..."``, or ``"none excluded"``.
+
+    For errors that stop a manifest build, and with it the writing of ``excluded.tsv``. A reason
+    quoting its file's path counts with the same reason of other files (the path becomes ``<file>``).
+    """
+    if not excluded:
+        return "none excluded"
+    reasons = (row["reason"].replace(row["path"], "<file>") if row["path"] else row["reason"] for row in excluded)
+    counts = Counter(reasons).most_common()
+    quoted = ", ".join(f"{count}x {reason}" for reason, count in counts[:QUOTED_REASONS])
+    more = f" and {len(counts) - QUOTED_REASONS} other reason(s)" if len(counts) > QUOTED_REASONS else ""
+    return f"{len(excluded)} excluded; most common reasons: {quoted}{more}"
 
 
 def write_manifest(
@@ -163,13 +195,37 @@ def write_manifest(
     write_tsv(manifest, manifest_path)
 
 
+def read_manifest(path: str | Path, columns: Iterable[str] = MANIFEST_COLUMNS) -> pd.DataFrame:
+    """A ``manifest.tsv`` as written: every column a string, except ``fold`` (int) and ``duration_s`` (float).
+
+    Nothing is inferred, so speakers ``01`` and ``1`` stay two speakers and utt_id ``0001``
+    stays ``0001``. ``columns`` are the columns the caller needs. Raises ValueError naming
+    the file when one is missing or a numeric column holds something else.
+    """
+    try:
+        manifest = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot be read as a manifest ({error})") from error
+    missing = [column for column in columns if column not in manifest.columns]
+    if missing:
+        raise ValueError(f"{path}: manifest lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for column, kind in NUMERIC_COLUMNS.items():
+        if column not in manifest.columns:
+            continue
+        values = pd.to_numeric(manifest[column], errors="coerce")
+        bad = ~np.isfinite(values) | ((values != values.round()) if kind is int else False)
+        if bad.any():
+            row = int(np.argmax(bad))
+            number = "an integer" if kind is int else "a number"
+            raise ValueError(f"{path}: {column} {manifest[column][row]!r} on line {row + 2} is not {number}")
+        manifest[column] = values.astype(kind)
+    return manifest
+
+
 def total_audio_hours(manifest_path: str | Path) -> float:
     """Hours of audio a manifest lists: the sum of its ``duration_s`` over 3600.
 
     What every per-utterance stage's cost follows (job runtimes are sized from it).
     Raises ValueError naming the file when it has no ``duration_s`` column.
     """
-    durations = read_tsv(manifest_path)
-    if "duration_s" not in durations.columns:
-        raise ValueError(f"{manifest_path}: manifest lacks column duration_s")
-    return float(durations["duration_s"].sum()) / 3600
+    return float(read_manifest(manifest_path, ["duration_s"])["duration_s"].sum()) / 3600

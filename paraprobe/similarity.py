@@ -45,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from paraprobe import cca
-from paraprobe.io import read_tsv, write_tsv
+from paraprobe.io import write_tsv
+from paraprobe.manifest import read_manifest
 from paraprobe.progress import Progress
 
 LEVELS = ("frame", "phoneme", "word")
@@ -689,11 +690,8 @@ def _embedding_frames(handle: h5py.File, path: str | Path) -> tuple[list[str], n
 
 
 def _labels(manifest: str | Path, embeddings: str | Path, utt_ids: Sequence[str]) -> dict[str, str]:
-    table = read_tsv(manifest)
-    for column in ("utt_id", "label"):
-        if column not in table.columns:
-            raise ValueError(f"{manifest}: missing column {column!r}")
-    labels = dict(zip(table["utt_id"].astype(str), table["label"].astype(str)))
+    table = read_manifest(manifest, ("utt_id", "label"))
+    labels = dict(zip(table["utt_id"], table["label"]))
     missing = [utt for utt in utt_ids if utt not in labels]
     if missing:
         raise ValueError(

@@ -36,9 +36,9 @@ apply_user_config(
 )
 check_schema(config, os.path.join(workflow.basedir, "schemas", "config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")  # fills in the defaults
-check_names(config)
 check_paths(config)
 check_acoustic_config(config["acoustic"])
+check_names(config)
 # Config reaches jobs through params, compared by repr: key order must not count.
 sort_mapping_keys(config)
 

@@ -3,15 +3,18 @@ from pathlib import Path
 
 import pytest
 
-from corpus_trees import ravdess_design, write_iemocap, write_ravdess, write_tone
+import pandas as pd
+
+from corpus_trees import ravdess_design, ravdess_name, write_iemocap, write_ravdess, write_tone
 from paraprobe.audio import BadAudioError
 from paraprobe.corpora import CorpusError, assign_speaker_folds
-from paraprobe.io import read_tsv
+from paraprobe.io import read_tsv, write_tsv
 from paraprobe.manifest import (
     MANIFEST_COLUMNS,
     build_manifest,
     corpus_folds,
     list_corpus,
+    read_manifest,
     total_audio_hours,
     write_manifest,
 )
@@ -128,15 +131,102 @@ def test_csv_fold_column_is_used_as_given(tmp_path):
         ("path,label\na.wav,happy\n", "missing column(s) speaker"),
         ("path,label,speaker\na.wav,,A\n", "empty 'label' on line 2"),
         ("path,label,speaker,fold\na.wav,happy,A,one\n", "fold 'one' on line 2 is not an integer"),
-        ("path,label,speaker,utt_id\na.wav,happy,A,u\na.wav,sad,A,u\n", "utterance id 'u' occurs twice"),
+        ("path,label,speaker,fold\na.wav,happy,A,1\nb.wav,sad,B,0\n", "column 'fold' has value(s) [0] below 1"),
+        ("path,label,speaker,fold\na.wav,happy,A,-2\nb.wav,sad,B,0\n", "column 'fold' has value(s) [-2, 0] below 1"),
     ],
 )
 def test_csv_errors_name_the_file_and_the_problem(tmp_path, content, message):
     csv = tmp_path / "list.csv"
     csv.write_text(content)
+    config = {"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0}
+    for step in (list_corpus, corpus_folds):  # building the manifest, and planning its folds
+        with pytest.raises(CorpusError) as raised:
+            step(config)
+        assert str(csv) in str(raised.value) and message in str(raised.value)
+
+
+def test_csv_labels_and_speakers_are_stripped_of_surrounding_whitespace(tmp_path):
+    for name in ("a", "b", "c"):
+        write_tone(tmp_path / f"{name}.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker\na.wav,neu ,A\nb.wav, neu, A\nc.wav,sad,B \n")
+    manifest, _ = build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0}))
+    assert list(manifest["label"]) == ["neu", "neu", "sad"]
+    assert list(manifest["speaker"]) == ["A", "A", "B"]
+    assert manifest.groupby("speaker")["fold"].nunique().max() == 1
+
+
+def test_csv_duplicate_utt_id_names_the_id_and_both_lines(tmp_path):
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker,utt_id\na.wav,happy,A,u\nb.wav,sad,B,v\na.wav,sad,A,u\n")
     with pytest.raises(CorpusError) as raised:
-        list_corpus({"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0})
-    assert str(csv) in str(raised.value) and message in str(raised.value)
+        build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0}))
+    assert str(raised.value) == f"{csv}: utterance id 'u' occurs twice ({csv} line 2 and {csv} line 4)"
+
+
+@pytest.mark.parametrize("second_code", ["neu", "ang", "fru"])
+def test_iemocap_utterance_labelled_twice_is_an_error(tmp_path, second_code):
+    # the same turn twice in one EmoEvaluation file: again, with a conflicting label, or one outside the set
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    label_file = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01.txt"
+    label_file.write_text(label_file.read_text() + f"[9.0 - 10.0]\tSes01F_impro01_F000\t{second_code}\t[1, 1, 1]\n")
+    lines = label_file.read_text().splitlines()
+    numbers = [i for i, line in enumerate(lines, start=1) if "\tSes01F_impro01_F000\t" in line]
+    with pytest.raises(CorpusError) as raised:
+        build_manifest(list_corpus({**IEMOCAP, "root": str(root)}))
+    assert str(raised.value) == (
+        f"{root.resolve()}: utterance id 'Ses01F_impro01_F000' occurs twice "
+        f"({label_file.resolve()} line {numbers[0]} and {label_file.resolve()} line {numbers[1]})"
+    )
+
+
+def test_ravdess_same_file_in_two_folders_is_an_error(tmp_path):
+    name = ravdess_name(3, 1, 1, 1, 1)
+    for folder in ("Actor_01", "copy/Actor_01"):
+        write_tone(tmp_path / folder / name)
+    write_tone(tmp_path / "Actor_02" / ravdess_name(4, 1, 1, 1, 2))
+    with pytest.raises(CorpusError, match=rf"{tmp_path}: utterance id '{name[:-4]}' occurs twice"):
+        build_manifest(list_corpus({**RAVDESS, "root": str(tmp_path)}))
+
+
+def single_label_corpus(reader: str, folder: Path) -> tuple[dict, Path]:
+    """A corpus config of ``reader`` whose every usable utterance is neutral, and the source it names."""
+    if reader == "iemocap":
+        utterances = [("Ses01F_impro01_F000", "neu", True), ("Ses02F_impro01_M000", "neu", True),
+                      ("Ses02F_impro01_M001", "fru", True)]
+        root = write_iemocap(folder / "IEMOCAP_full_release", utterances)
+        return {**IEMOCAP, "root": str(root)}, root.resolve()
+    if reader == "ravdess":
+        for actor in (1, 2):
+            write_tone(folder / f"Actor_{actor:02d}" / ravdess_name(1, 1, 1, 1, actor))
+        return {**RAVDESS, "root": str(folder)}, folder.resolve()
+    for name in ("a", "b"):
+        write_tone(folder / f"{name}.wav")
+    (folder / "list.csv").write_text("path,label,speaker\na.wav,neutral,A\nb.wav,neutral,B\n")
+    return {"format": "csv", "manifest": str(folder / "list.csv"), "folds": 2, "seed": 0}, folder / "list.csv"
+
+
+@pytest.mark.parametrize("reader", ["iemocap", "ravdess", "csv"])
+def test_a_corpus_with_a_single_label_is_refused_naming_its_source(tmp_path, reader):
+    config, source = single_label_corpus(reader, tmp_path)
+    with pytest.raises(CorpusError) as raised:
+        write_manifest({**config, "on_bad_audio": "error"}, tmp_path / "m.tsv", tmp_path / "x.tsv")
+    assert str(raised.value).startswith(f"{source}: fewer than 2 labels ('neutral') among the 2 usable utterances")
+    assert "probing needs at least 2 classes" in str(raised.value)
+    assert not (tmp_path / "m.tsv").exists()
+
+
+def test_a_single_label_left_after_skipping_bad_audio_is_refused_with_the_reasons(tmp_path):
+    write_tone(tmp_path / "a.wav")
+    write_tone(tmp_path / "b.wav")
+    (tmp_path / "c.wav").write_bytes(b"not audio")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker\na.wav,neu,A\nb.wav,neu,B\nc.wav,sad,C\n")
+    with pytest.raises(CorpusError) as raised:
+        build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0}), "skip")
+    message = str(raised.value)
+    assert message.startswith(f"{csv}: fewer than 2 labels ('neu') among the 2 usable utterances (1 excluded; ")
+    assert "most common reasons: 1x unreadable" in message
 
 
 def test_bad_audio_stops_the_job_or_is_listed_as_excluded(tmp_path):
@@ -144,25 +234,86 @@ def test_bad_audio_stops_the_job_or_is_listed_as_excluded(tmp_path):
     write_tone(tmp_path / "short.wav", seconds=0.01)
     (tmp_path / "broken.wav").write_bytes(b"not audio")
     csv = tmp_path / "list.csv"
-    csv.write_text("path,label,speaker\ngood.wav,a,A\nshort.wav,a,A\nbroken.wav,b,B\nmissing.wav,b,B\n")
+    write_tone(tmp_path / "good_b.wav")
+    csv.write_text(
+        "path,label,speaker\ngood.wav,a,A\nshort.wav,a,A\nbroken.wav,b,B\nmissing.wav,b,B\ngood_b.wav,b,B\n"
+    )
     listing = lambda: list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0})
     with pytest.raises(BadAudioError) as raised:
         build_manifest(listing(), on_bad_audio="error")
     assert str(tmp_path) in str(raised.value)
     manifest, excluded = build_manifest(listing(), on_bad_audio="skip")
-    assert list(manifest["utt_id"]) == ["good"]
+    assert list(manifest["utt_id"]) == ["good", "good_b"]
     reasons = dict(zip(excluded["utt_id"], excluded["reason"]))
     assert reasons["short"].startswith("too short (160 samples")
     assert reasons["broken"].startswith("unreadable")
     assert reasons["missing"] == "file not found"
 
 
-def test_no_usable_utterance_is_an_error(tmp_path):
-    (tmp_path / "broken.wav").write_bytes(b"")
+def test_no_usable_utterance_is_an_error_naming_the_corpus_and_the_commonest_reasons(tmp_path):
+    for name in ("b1", "b2", "b3"):
+        (tmp_path / f"{name}.wav").write_bytes(b"")
+    write_tone(tmp_path / "short.wav", seconds=0.01)
     csv = tmp_path / "list.csv"
-    csv.write_text("path,label,speaker\nbroken.wav,a,A\n")
-    with pytest.raises(CorpusError, match="no usable utterances"):
+    rows = ["b1.wav,a,A", "b2.wav,a,A", "b3.wav,b,B", "gone1.wav,a,A", "gone2.wav,b,B", "short.wav,b,B", "x.mp3,a,A"]
+    csv.write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
+    (tmp_path / "x.mp3").write_bytes(b"ID3")
+    with pytest.raises(CorpusError) as raised:
         build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0}), "skip")
+    message = str(raised.value)
+    assert message.startswith(
+        f"{csv}: no usable utterances: 7 candidate(s), 7 excluded; most common reasons: "
+        "3x unreadable (Error opening '<file>': Format not recognised.), 2x file not found, 1x "
+    )
+    assert message.endswith(" and 1 other reason(s)")
+
+
+def test_read_manifest_keeps_ids_and_speakers_exactly_as_written(tmp_path):
+    written = pd.DataFrame(
+        {
+            "utt_id": ["0001", "1", "1e3", "010"],
+            "path": ["/a/0001.wav", "/a/1.wav", "/a/1e3.wav", "/a/010.wav"],
+            "label": ["1", "01", "1.0", "0"],
+            "speaker": ["01", "1", "001", "1.0"],
+            "fold": [1, 2, 3, 4],
+            "duration_s": [0.5, 1.25, 2.0, 3.5],
+            "sha1": ["0" * 40, "1" * 40, "0123" * 10, "9e9" + "0" * 37],
+            "note": ["NA", "nan", "null", "True"],  # not missing values, nor a boolean
+        }
+    )
+    write_tsv(written, tmp_path / "manifest.tsv")
+    manifest = read_manifest(tmp_path / "manifest.tsv")
+    pd.testing.assert_frame_equal(manifest, written)
+    assert manifest["speaker"].nunique() == 4
+    assert manifest["fold"].dtype == "int64" and manifest["duration_s"].dtype == "float64"
+
+
+def test_write_manifest_keeps_speakers_01_and_1_apart(tmp_path):
+    for name in ("a", "b", "c", "d"):
+        write_tone(tmp_path / f"{name}.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker,utt_id\na.wav,x,01,0001\nb.wav,y,1,0002\nc.wav,x,2,1\nd.wav,y,02,10\n")
+    config = {"format": "csv", "manifest": str(csv), "folds": 4, "seed": 0, "on_bad_audio": "error"}
+    write_manifest(config, tmp_path / "manifest.tsv", tmp_path / "excluded.tsv")
+    manifest = read_manifest(tmp_path / "manifest.tsv")
+    assert list(manifest["utt_id"]) == ["0001", "0002", "1", "10"]
+    assert list(manifest["speaker"]) == ["01", "1", "2", "02"]
+    assert manifest["fold"].nunique() == 4  # four speakers, four folds
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("utt_id\tlabel\nu\tx\n", "manifest lacks columns speaker, fold"),
+        ("utt_id\tlabel\tspeaker\tfold\nu\tx\tA\t1.5\n", "fold '1.5' on line 2 is not an integer"),
+        ("utt_id\tlabel\tspeaker\tfold\tduration_s\nu\tx\tA\t1\t\n", "duration_s '' on line 2 is not a number"),
+    ],
+)
+def test_read_manifest_names_the_file_and_the_problem(tmp_path, content, message):
+    (tmp_path / "manifest.tsv").write_text(content)
+    with pytest.raises(ValueError) as raised:
+        read_manifest(tmp_path / "manifest.tsv", ("utt_id", "label", "speaker", "fold"))
+    assert str(raised.value) == f"{tmp_path / 'manifest.tsv'}: {message}"
 
 
 def test_ravdess_without_wav_files_is_an_error(tmp_path):

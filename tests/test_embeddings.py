@@ -33,12 +33,11 @@ from paraprobe.embeddings import (
     manifest_num_samples,
     merge_shards,
     pad_batch,
-    read_manifest,
 )
 from paraprobe.extraction_planning import PLANNING_RATE_PER_GPU, planning_rate
 from paraprobe.framing import num_model_frames
 from paraprobe.io import write_tsv
-from paraprobe.manifest import file_sha1
+from paraprobe.manifest import file_sha1, read_manifest
 from paraprobe.models import InputSettings, load_model
 
 RATE = 16_000
@@ -321,6 +320,23 @@ def test_file_contract(tmp_path, corpus, checkpoints):
     assert attributes["do_normalize"] and attributes["precision"] == "float32"
     assert attributes["frames_utterances"] == "4" and attributes["frames_seed"] == 3
     assert len(attributes["model_fingerprint"]) == 40
+
+
+def test_ids_that_look_like_numbers_are_kept_exactly(tmp_path, checkpoints):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = [utterance_row(audio, utt_id, 3_200, label, i) for i, (utt_id, label) in
+            enumerate([("0001", "1"), ("010", "01"), ("1", "1"), ("1e3", "01")])]
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    single, parts = tmp_path / "single.h5", [tmp_path / f"part{k}.h5" for k in range(2)]
+    extract_embeddings(tmp_path / "manifest.tsv", checkpoints["group"], single, settings(batch_seconds=0))
+    for k, part in enumerate(parts):
+        extract_embeddings(tmp_path / "manifest.tsv", checkpoints["group"], part, settings(batch_seconds=0), k, 2)
+    merge_shards(parts, tmp_path / "manifest.tsv", tmp_path / "merged.h5")
+    for output in (single, tmp_path / "merged.h5"):
+        data, _ = read_all(output)
+        assert [u.decode() for u in data["utt_id"]] == ["0001", "010", "1", "1e3"]
+        assert [s.decode() for s in data["sha1"]] == [row["sha1"] for row in rows]
 
 
 def test_frame_subset_is_stratified_deterministic_and_stable_as_the_corpus_grows():

@@ -57,8 +57,11 @@ def planted_corpus(num_speakers: int = 16, per_speaker: int = 20, dim: int = 12,
     return labels, speakers, folds, layers
 
 
-def write_planted_files(directory: Path) -> tuple[Path, Path]:
-    """A manifest and an embeddings file of the planted corpus, as the earlier stages write them."""
+def write_planted_files(directory: Path, manifest_changes: dict | None = None) -> tuple[Path, Path]:
+    """A manifest and an embeddings file of the planted corpus, as the earlier stages write them.
+
+    ``manifest_changes``: manifest columns to replace (column name -> values).
+    """
     labels, speakers, folds, layers = planted_corpus()
     names = np.array(["angry", "happy", "neutral", "sad"])
     utt_ids = [f"utt{i:04d}" for i in range(len(labels))]
@@ -72,7 +75,7 @@ def write_planted_files(directory: Path) -> tuple[Path, Path]:
             "duration_s": 1.0,
             "sha1": "0" * 40,
         }
-    )
+    ).assign(**(manifest_changes or {}))
     manifest_path = directory / "manifest.tsv"
     write_tsv(manifest, manifest_path)
     embeddings_path = directory / "RAND.h5"
@@ -83,9 +86,12 @@ def write_planted_files(directory: Path) -> tuple[Path, Path]:
     return manifest_path, embeddings_path
 
 
-def probe_fold(directory: Path, inputs: list[str], seeds: list[int], fold: int = 1) -> dict[str, Path]:
-    """Run the fold job on the planted files; return input -> fold JSON path."""
-    manifest_path, embeddings_path = write_planted_files(directory)
+def probe_fold(
+    directory: Path, inputs: list[str], seeds: list[int], fold: int = 1, manifest_changes: dict | None = None
+) -> dict[str, Path]:
+    """Run the fold job on the planted files (``manifest_changes`` as :func:`write_planted_files`);
+    return input -> fold JSON path."""
+    manifest_path, embeddings_path = write_planted_files(directory, manifest_changes)
     json_paths = {name: directory / "probes" / name / f"fold{fold}.json" for name in inputs}
     weights = directory / "probes" / "weighted_average" / f"fold{fold}_layer_weights.tsv"
     run_probe_fold(
@@ -371,6 +377,48 @@ def test_fold_json_contract(planted_fold):
     for key in ("ua", "wa", "macro_f1"):
         assert record[key] == pytest.approx(np.mean([run[key] for run in record["runs"]]))
     np.testing.assert_array_equal(record["confusion"], np.sum([run["confusion"] for run in record["runs"]], axis=0))
+
+
+def test_speakers_01_and_1_are_different_speakers(tmp_path):
+    # fold 1: speakers 1-4, fold 2: 01-04, fold 3: 001-004, fold 4: 0001-0004 (all 1-4 as numbers)
+    _, speakers, folds, _ = planted_corpus()
+    names = np.array(["0" * (fold - 1) + str(int(s[3:]) % 4 + 1) for s, fold in zip(speakers, folds)])
+    paths = probe_fold(tmp_path, ["average"], [0], manifest_changes={"speaker": names})
+    record = json.loads(paths["average"].read_text())
+    assert record["n_test"] == 80 and record["n_train"][0] + record["n_val"][0] == 240
+    training_speakers = {"0" * zeros + str(n) for zeros in (1, 2, 3) for n in range(1, 5)}
+    assert set(record["runs"][0]["validation_speakers"]) <= training_speakers
+
+
+def single_training_speaker() -> dict:
+    _, speakers, folds, _ = planted_corpus()
+    return {"speaker": np.where(folds == 1, speakers, "spk99"), "fold": np.where(folds == 1, 1, 2)}
+
+
+@pytest.mark.parametrize(
+    "fold,changes,message",
+    [
+        (
+            5,
+            {},
+            "{manifest}: fold 5 has no rows (folds present: [1, 2, 3, 4]); "
+            "its files may all have been excluded: see {excluded}",
+        ),
+        (
+            1,
+            {"speaker": ["spk04"] + [f"spk{i // 20:02d}" for i in range(1, 320)]},
+            "{manifest}: folds are not speaker-independent (1 speakers in several folds: "
+            "speaker 'spk04' in folds [1, 2])",
+        ),
+        (1, single_training_speaker(), "{manifest}: fold 1: 1 training speaker(s); a speaker-independent"),
+        (1, {"label": "neutral"}, "{manifest}: labels ['neutral']; probing needs at least 2 classes"),
+    ],
+)
+def test_fold_job_errors_name_the_manifest(tmp_path, fold, changes, message):
+    manifest = tmp_path / "manifest.tsv"
+    with pytest.raises(ValueError) as raised:
+        probe_fold(tmp_path, ["average"], [0], fold, changes)
+    assert str(raised.value).startswith(message.format(manifest=manifest, excluded=tmp_path / "excluded.tsv"))
 
 
 def test_same_config_and_seed_give_identical_files(tmp_path, planted_fold):

@@ -22,13 +22,45 @@ class CorpusError(ValueError):
 
 @dataclass
 class CorpusListing:
-    """What a reader found: usable candidates and what it left out (with reasons)."""
+    """What a reader found in ``source`` (the corpus root or list file): usable candidates and
+    what it left out (with reasons).
 
+    Readers add rows with :meth:`add` and :meth:`exclude`, which record where each ``utt_id``
+    was listed (``listed_at``: a file, or a file and line), so :meth:`check_unique_ids` can
+    name every place an id occurs.
+    """
+
+    source: str = ""
     candidates: list[dict] = field(default_factory=list)
     excluded: list[dict] = field(default_factory=list)
+    listed_at: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
 
-    def exclude(self, reason: str, *, utt_id: str = "", path: str | Path = "") -> None:
+    def add(self, row: dict, *, listed_at: str | Path = "") -> None:
+        """A candidate utterance; ``listed_at`` (default: its audio path) is where the reader found it."""
+        self.candidates.append(row)
+        self.listed_at.setdefault(row["utt_id"], []).append((str(listed_at or row["path"]), True))
+
+    def exclude(self, reason: str, *, utt_id: str = "", path: str | Path = "", listed_at: str | Path = "") -> None:
         self.excluded.append({"utt_id": utt_id, "path": str(path), "reason": reason})
+        if utt_id:
+            self.listed_at.setdefault(utt_id, []).append((str(listed_at or path), False))
+
+    def check_unique_ids(self) -> None:
+        """Raise :class:`CorpusError` naming ``source``, the id and where it is listed if a
+        candidate's ``utt_id`` is listed more than once (as a candidate or excluded, e.g. with a
+        second, conflicting label). Ids listed several times but never a candidate are harmless.
+        """
+        duplicated = {
+            utt_id: [where for where, _ in places]
+            for utt_id, places in self.listed_at.items()
+            if len(places) > 1 and any(is_candidate for _, is_candidate in places)
+        }
+        if not duplicated:
+            return
+        utt_id, places = next(iter(duplicated.items()))
+        times = "twice" if len(places) == 2 else f"{len(places)} times"
+        more = f"; {len(duplicated) - 1} more id(s) occur more than once" if len(duplicated) > 1 else ""
+        raise CorpusError(f"{self.source}: utterance id {utt_id!r} occurs {times} ({' and '.join(places)}){more}")
 
 
 def assign_speaker_folds(speakers: Iterable[str], num_folds: int, seed: int) -> dict[str, int]:
@@ -44,15 +76,3 @@ def assign_speaker_folds(speakers: Iterable[str], num_folds: int, seed: int) -> 
     order = np.random.default_rng(seed).permutation(len(unique))
     groups = np.array_split(order, num_folds)
     return {unique[i]: fold for fold, group in enumerate(groups, start=1) for i in group}
-
-
-def check_unique_ids(candidates: list[dict], source: str | Path) -> None:
-    """Raise :class:`CorpusError` naming the clashing files if two candidates share an ``utt_id``."""
-    seen: dict[str, str] = {}
-    for row in candidates:
-        if row["utt_id"] in seen:
-            raise CorpusError(
-                f"{source}: utterance id {row['utt_id']!r} occurs twice "
-                f"({seen[row['utt_id']]} and {row['path']})"
-            )
-        seen[row["utt_id"]] = row["path"]

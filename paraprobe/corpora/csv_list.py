@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from paraprobe.corpora import CorpusError, CorpusListing, assign_speaker_folds, check_unique_ids
+from paraprobe.corpora import CorpusError, CorpusListing, assign_speaker_folds
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
 
 
 def read_listing_table(manifest: str | Path) -> pd.DataFrame:
-    """The CSV as strings, with its required columns checked."""
+    """The CSV as strings, with its required columns checked and ``label``/``speaker`` stripped of
+    surrounding whitespace (``"neu "`` and ``"neu"`` are one class)."""
     manifest = Path(manifest)
     try:
         table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
@@ -21,6 +22,8 @@ def read_listing_table(manifest: str | Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise CorpusError(f"{manifest}: missing column(s) {', '.join(missing)}; need path,label,speaker[,fold]")
+    for column in ("label", "speaker"):
+        table[column] = table[column].str.strip()
     for column in REQUIRED_COLUMNS:
         empty = table.index[table[column].str.strip() == ""]
         if len(empty):
@@ -36,6 +39,13 @@ def _fold_numbers(table: pd.DataFrame, manifest: Path, num_folds: int, seed: int
     bad = folds.index[folds.isna() | (folds != folds.round())]
     if len(bad):
         raise CorpusError(f"{manifest}: fold {table['fold'][bad[0]]!r} on line {bad[0] + 2} is not an integer")
+    below_one = folds.index[folds < 1]
+    if len(below_one):
+        values = sorted({int(f) for f in folds[below_one]})
+        raise CorpusError(
+            f"{manifest}: column 'fold' has value(s) {values} below 1 (first on line {below_one[0] + 2}); "
+            "folds are numbered from 1"
+        )
     return [int(f) for f in folds]
 
 
@@ -51,7 +61,7 @@ def list_utterances(manifest: str | Path, *, num_folds: int = 5, seed: int = 0) 
         utt_ids = [str(Path(p).with_suffix("")) for p in table["path"]]
     folds = _fold_numbers(table, manifest, num_folds, seed)
     extra = [c for c in table.columns if c not in (*REQUIRED_COLUMNS, "fold", "utt_id")]
-    listing = CorpusListing()
+    listing = CorpusListing(source=str(manifest))
     for i, path in enumerate(paths):
         row = {
             "utt_id": utt_ids[i],
@@ -61,8 +71,7 @@ def list_utterances(manifest: str | Path, *, num_folds: int = 5, seed: int = 0) 
             "fold": folds[i],
         }
         row.update({c: table[c][i] for c in extra})
-        listing.candidates.append(row)
-    check_unique_ids(listing.candidates, manifest)
+        listing.add(row, listed_at=f"{manifest} line {i + 2}")
     return listing
 
 

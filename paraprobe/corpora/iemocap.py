@@ -60,10 +60,11 @@ def read_transcripts(session_dir: Path) -> dict[str, str]:
     return transcripts
 
 
-def read_label_file(path: Path) -> list[tuple[str, str]]:
-    """(utt_id, code) for every label line of one ``EmoEvaluation/<dialog>.txt``."""
+def read_label_file(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, utt_id, code) for every label line of one ``EmoEvaluation/<dialog>.txt``."""
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return [(m.group("utt_id"), m.group("code")) for m in map(_LABEL_LINE.match, lines) if m]
+    matches = ((number, _LABEL_LINE.match(line)) for number, line in enumerate(lines, start=1))
+    return [(number, m.group("utt_id"), m.group("code")) for number, m in matches if m]
 
 
 def list_utterances(root: str | Path, require_transcript: bool = True) -> CorpusListing:
@@ -72,7 +73,7 @@ def list_utterances(root: str | Path, require_transcript: bool = True) -> Corpus
     sessions = session_dirs(root)
     if not sessions:
         raise CorpusError(f"{root}: no Session<N> folders; is this IEMOCAP_full_release?")
-    listing = CorpusListing()
+    listing = CorpusListing(source=str(root))
     for session, session_dir in sessions.items():
         transcripts = read_transcripts(session_dir)
         label_files = _visible_txt_files(session_dir / "dialog" / "EmoEvaluation")
@@ -80,14 +81,16 @@ def list_utterances(root: str | Path, require_transcript: bool = True) -> Corpus
             raise CorpusError(f"{session_dir / 'dialog' / 'EmoEvaluation'}: no label files")
         for label_file in label_files:
             dialog = label_file.stem
-            for utt_id, code in read_label_file(label_file):
+            for number, utt_id, code in read_label_file(label_file):
                 wav = session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav"
+                where = f"{label_file} line {number}"
                 if code not in LABELS:
-                    listing.exclude(f"label {code!r} not in the 4-class set", utt_id=utt_id, path=wav)
+                    reason = f"label {code!r} not in the 4-class set"
+                    listing.exclude(reason, utt_id=utt_id, path=wav, listed_at=where)
                 elif require_transcript and utt_id not in transcripts:
-                    listing.exclude("no transcript", utt_id=utt_id, path=wav)
+                    listing.exclude("no transcript", utt_id=utt_id, path=wav, listed_at=where)
                 else:
-                    listing.candidates.append(
+                    listing.add(
                         {
                             "utt_id": utt_id,
                             "path": str(wav),
@@ -95,7 +98,8 @@ def list_utterances(root: str | Path, require_transcript: bool = True) -> Corpus
                             "speaker": speaker_of(utt_id),
                             "fold": session,
                             "transcript": transcripts.get(utt_id, ""),
-                        }
+                        },
+                        listed_at=where,
                     )
     return listing
 

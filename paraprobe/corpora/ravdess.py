@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from paraprobe.corpora import CorpusError, CorpusListing, assign_speaker_folds, check_unique_ids
+from paraprobe.corpora import CorpusError, CorpusListing, assign_speaker_folds
 
 EMOTIONS = {
     "01": "neutral",
@@ -44,7 +44,7 @@ def list_utterances(
     files = audio_files(root)
     if not files:
         raise CorpusError(f"{root}: no .wav files; expected Actor_XX/MM-VV-EE-II-SS-RR-AA.wav")
-    listing = CorpusListing()
+    listing = CorpusListing(source=str(root))
     for path in files:
         match = _NAME.match(path.stem)
         if not match:
@@ -59,7 +59,7 @@ def list_utterances(
             listing.exclude(f"unknown emotion code {emotion}", utt_id=path.stem, path=path)
         else:
             label = EMOTIONS[emotion]
-            listing.candidates.append(
+            listing.add(
                 {
                     "utt_id": path.stem,
                     "path": str(path),
@@ -71,7 +71,6 @@ def list_utterances(
                     "repetition": int(repetition),
                 }
             )
-    check_unique_ids(listing.candidates, root)
     fold_of = assign_speaker_folds((row["speaker"] for row in listing.candidates), num_folds, seed)
     for row in listing.candidates:
         row["fold"] = fold_of[row["speaker"]]

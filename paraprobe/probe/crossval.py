@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from paraprobe.io import atomic_path, read_tsv, write_tsv
+from paraprobe.io import atomic_path, write_tsv
+from paraprobe.manifest import read_manifest
 from paraprobe.probe.inputs import build_probe_inputs, load_pooled_layers
 from paraprobe.probe.metrics import classification_scores, confusion_matrix
 from paraprobe.probe.names import WEIGHTED_AVERAGE
@@ -138,18 +139,15 @@ def run_probe_fold(
     if not seeds:
         raise ValueError("probe.seeds is empty: give at least one seed")
     torch_device = configure_torch(device, threads)
-    manifest = read_tsv(manifest_path)
-    missing = {"utt_id", "label", "speaker", "fold"} - set(manifest.columns)
-    if missing:
-        raise ValueError(f"{manifest_path}: missing columns {sorted(missing)}")
-    labels = sorted(manifest["label"].astype(str).unique())
-    targets = manifest["label"].astype(str).map({label: i for i, label in enumerate(labels)}).to_numpy()
-    layers = load_pooled_layers(embeddings_path, manifest["utt_id"].astype(str).tolist())
+    manifest = read_manifest(manifest_path, ("utt_id", "label", "speaker", "fold"))
+    labels = sorted(manifest["label"].unique())
+    if len(labels) < 2:
+        raise ValueError(f"{manifest_path}: labels {labels}; probing needs at least 2 classes")
+    targets = manifest["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    layers = load_pooled_layers(embeddings_path, manifest["utt_id"].tolist())
     start = time.perf_counter()
-    splits = [
-        fold_split(manifest["speaker"].to_numpy(), manifest["fold"].to_numpy(), fold, validation_share, seed)
-        for seed in seeds
-    ]
+    speakers, folds = manifest["speaker"].to_numpy(), manifest["fold"].to_numpy()
+    splits = [fold_split(speakers, folds, fold, validation_share, seed, source=manifest_path) for seed in seeds]
     # every seed is a run of one batched computation, each standardised with its own training rows
     inputs = build_probe_inputs(layers, [split.train for split in splits], list(json_paths), device=torch_device)
     del layers

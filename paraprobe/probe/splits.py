@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,8 +30,8 @@ class FoldSplit:
     validation_speakers: tuple[str, ...]
 
 
-def check_speaker_independent_folds(speakers: np.ndarray, folds: np.ndarray, source: str = "manifest") -> None:
-    """Raise ``ValueError`` naming ``source`` when a speaker's utterances lie in more than one fold.
+def check_speaker_independent_folds(speakers: np.ndarray, folds: np.ndarray, source: str | Path) -> None:
+    """Raise ``ValueError`` naming ``source`` (the manifest) when a speaker's utterances lie in more than one fold.
 
     Cross-validation then tests on speakers seen in training, which the study rules out.
     """
@@ -47,7 +48,12 @@ def check_speaker_independent_folds(speakers: np.ndarray, folds: np.ndarray, sou
 
 
 def fold_split(
-    speakers: np.ndarray, folds: np.ndarray, test_fold: int, validation_share: float, seed: int
+    speakers: np.ndarray,
+    folds: np.ndarray,
+    test_fold: int,
+    validation_share: float,
+    seed: int,
+    source: str | Path = "manifest.tsv",
 ) -> FoldSplit:
     """Test on ``test_fold``; hold out whole speakers of the other folds for validation.
 
@@ -63,6 +69,8 @@ def fold_split(
     seed : int
         The run's seed; the validation speakers are a deterministic function of
         (seed, test_fold) and the training speakers.
+    source : path
+        The manifest the rows come from, named in every error.
 
     Returns
     -------
@@ -71,16 +79,19 @@ def fold_split(
     """
     speakers = np.asarray(speakers).astype(str)
     folds = np.asarray(folds)
-    check_speaker_independent_folds(speakers, folds)
+    check_speaker_independent_folds(speakers, folds, source)
     if not 0 < validation_share < 1:
         raise ValueError(f"validation_share must lie in (0, 1), got {validation_share}")
     is_test = folds == test_fold
     if not is_test.any():
-        raise ValueError(f"fold {test_fold} has no rows; folds present: {sorted(set(folds.tolist()))}")
+        raise ValueError(
+            f"{source}: fold {test_fold} has no rows (folds present: {sorted(set(folds.tolist()))}); "
+            f"its files may all have been excluded: see {Path(source).with_name('excluded.tsv')}"
+        )
     training_speakers = np.unique(speakers[~is_test])
     if training_speakers.size < 2:
         raise ValueError(
-            f"fold {test_fold}: {training_speakers.size} training speaker(s); a speaker-independent "
+            f"{source}: fold {test_fold}: {training_speakers.size} training speaker(s); a speaker-independent "
             "validation set needs at least 2"
         )
     num_validation = min(max(1, round(validation_share * training_speakers.size)), training_speakers.size - 1)
