@@ -74,7 +74,12 @@ def corpus_folds(corpus_config: dict) -> list[int]:
 
 
 def corpus_input_files(corpus_config: dict) -> list[str]:
-    """Files whose change changes a corpus's manifest (empty for a generated corpus)."""
+    """Files whose change changes a corpus's manifest (empty for a generated corpus).
+
+    Under ``on_bad_audio: skip`` a listed file that does not exist is left out, so that the
+    manifest job lists it in excluded.tsv (and reruns once it appears: the inputs change);
+    otherwise Snakemake stops before any job, naming it.
+    """
     kind = corpus_config["format"]
     if kind == "iemocap":
         files = iemocap.input_files(corpus_config["root"])
@@ -84,6 +89,8 @@ def corpus_input_files(corpus_config: dict) -> list[str]:
         files = csv_list.input_files(corpus_config["manifest"])
     else:
         files = []
+    if corpus_config.get("on_bad_audio") == "skip":
+        files = [f for f in files if Path(f).exists()]
     return [str(f) for f in files]
 
 

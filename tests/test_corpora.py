@@ -13,6 +13,7 @@ from paraprobe.manifest import (
     MANIFEST_COLUMNS,
     build_manifest,
     corpus_folds,
+    corpus_input_files,
     list_corpus,
     read_manifest,
     total_audio_hours,
@@ -335,3 +336,15 @@ def test_total_audio_hours_names_a_manifest_without_durations(tmp_path):
     (tmp_path / "manifest.tsv").write_text("utt_id\tpath\na\ta.wav\n")
     with pytest.raises(ValueError, match=r"manifest\.tsv: manifest lacks column duration_s"):
         total_audio_hours(tmp_path / "manifest.tsv")
+
+
+def test_a_missing_listed_file_is_an_input_unless_bad_audio_is_skipped(tmp_path):
+    write_tone(tmp_path / "here.wav")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label,speaker\nhere.wav,a,S1\ngone.wav,b,S2\n")
+    corpus = {"format": "csv", "manifest": str(listing)}
+    listed = [str(listing), str(tmp_path / "here.wav"), str(tmp_path / "gone.wav")]
+    # Snakemake then stops before any job, naming gone.wav as a missing input.
+    assert corpus_input_files({**corpus, "on_bad_audio": "error"}) == listed
+    # The manifest job runs and lists gone.wav in excluded.tsv; its appearing changes the inputs.
+    assert corpus_input_files({**corpus, "on_bad_audio": "skip"}) == listed[:2]
