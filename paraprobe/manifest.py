@@ -159,6 +159,7 @@ def build_manifest(
             f"{listing.source}: fewer than 2 labels ({', '.join(map(repr, labels))}) among the {len(rows)} "
             f"usable utterances ({exclusion_summary(excluded)}); probing needs at least 2 classes"
         )
+    check_folds(rows, listing, excluded)
     manifest = pd.DataFrame(rows)
     extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
     manifest = manifest[[*MANIFEST_COLUMNS, *extra]].sort_values("utt_id", kind="stable")
@@ -170,6 +171,31 @@ def build_manifest(
         len(excluded_frame),
     )
     return manifest.reset_index(drop=True), excluded_frame.reset_index(drop=True)
+
+
+def check_folds(rows: list[dict], listing: CorpusListing, excluded: list[dict]) -> None:
+    """Raise :class:`CorpusError` naming the corpus's source if a fold the listing plans cannot be
+    probed: it has no usable utterance left (all excluded), or holding it out for testing leaves
+    fewer than 2 speakers to train and validate on (validation takes whole speakers).
+
+    Checked here, before any model runs, rather than in a probe job hours later.
+    """
+    speakers_by_fold: dict[int, set] = {}
+    for row in rows:
+        speakers_by_fold.setdefault(int(row["fold"]), set()).add(row["speaker"])
+    for fold in sorted({int(row["fold"]) for row in listing.candidates}):
+        if fold not in speakers_by_fold:
+            in_fold = {row["utt_id"] for row in listing.candidates if int(row["fold"]) == fold}
+            raise CorpusError(
+                f"{listing.source}: fold {fold} has no usable utterance: "
+                f"{exclusion_summary([row for row in excluded if row['utt_id'] in in_fold])}"
+            )
+        others = set().union(*(speakers for other, speakers in speakers_by_fold.items() if other != fold))
+        if len(others) < 2:
+            raise CorpusError(
+                f"{listing.source}: testing on fold {fold} leaves {len(others)} speaker(s) to train and validate on; "
+                "speaker-independent validation needs at least 2 (more speakers, or fewer folds)"
+            )
 
 
 def exclusion_summary(excluded: list[dict]) -> str:

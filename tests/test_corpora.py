@@ -103,17 +103,17 @@ def test_ravdess_actors_split_into_four_groups_of_six():
 
 
 def test_csv_paths_relative_to_the_csv_and_folds_by_speaker(tmp_path):
-    for name in ("a1", "a2", "b1", "c1"):
+    for name in ("a1", "a2", "b1", "c1", "d1"):
         write_tone(tmp_path / "audio" / f"{name}.wav")
     csv = tmp_path / "list.csv"
     csv.write_text("path,label,speaker,session\naudio/a1.wav,happy,A,x\naudio/a2.wav,sad,A,y\n"
-                   "audio/b1.wav,sad,B,x\naudio/c1.wav,happy,C,z\n")
+                   "audio/b1.wav,sad,B,x\naudio/c1.wav,happy,C,z\naudio/d1.wav,sad,D,z\n")
     config = {"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0, "on_bad_audio": "error"}
     write_manifest(config, tmp_path / "m.tsv", tmp_path / "x.tsv")
     manifest = read_tsv(tmp_path / "m.tsv")
-    assert list(manifest["utt_id"]) == ["audio/a1", "audio/a2", "audio/b1", "audio/c1"]
+    assert list(manifest["utt_id"]) == ["audio/a1", "audio/a2", "audio/b1", "audio/c1", "audio/d1"]
     assert manifest["path"][0] == str((tmp_path / "audio" / "a1.wav").resolve())
-    assert list(manifest["session"]) == ["x", "y", "x", "z"]
+    assert list(manifest["session"]) == ["x", "y", "x", "z", "z"]
     assert manifest.groupby("speaker")["fold"].nunique().max() == 1
     assert sorted(set(manifest["fold"])) == corpus_folds(config) == [1, 2]
 
@@ -147,13 +147,13 @@ def test_csv_errors_name_the_file_and_the_problem(tmp_path, content, message):
 
 
 def test_csv_labels_and_speakers_are_stripped_of_surrounding_whitespace(tmp_path):
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d", "e"):
         write_tone(tmp_path / f"{name}.wav")
     csv = tmp_path / "list.csv"
-    csv.write_text("path,label,speaker\na.wav,neu ,A\nb.wav, neu, A\nc.wav,sad,B \n")
+    csv.write_text("path,label,speaker\na.wav,neu ,A\nb.wav, neu, A\nc.wav,sad,B \nd.wav,sad,C\ne.wav,neu,D\n")
     manifest, _ = build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0}))
-    assert list(manifest["label"]) == ["neu", "neu", "sad"]
-    assert list(manifest["speaker"]) == ["A", "A", "B"]
+    assert list(manifest["label"]) == ["neu", "neu", "sad", "sad", "neu"]
+    assert list(manifest["speaker"]) == ["A", "A", "B", "C", "D"]
     assert manifest.groupby("speaker")["fold"].nunique().max() == 1
 
 
@@ -235,16 +235,18 @@ def test_bad_audio_stops_the_job_or_is_listed_as_excluded(tmp_path):
     write_tone(tmp_path / "short.wav", seconds=0.01)
     (tmp_path / "broken.wav").write_bytes(b"not audio")
     csv = tmp_path / "list.csv"
-    write_tone(tmp_path / "good_b.wav")
+    for name in ("good_b", "good_c", "good_d"):
+        write_tone(tmp_path / f"{name}.wav")
     csv.write_text(
         "path,label,speaker\ngood.wav,a,A\nshort.wav,a,A\nbroken.wav,b,B\nmissing.wav,b,B\ngood_b.wav,b,B\n"
+        "good_c.wav,a,C\ngood_d.wav,b,D\n"
     )
     listing = lambda: list_corpus({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0})
     with pytest.raises(BadAudioError) as raised:
         build_manifest(listing(), on_bad_audio="error")
     assert str(tmp_path) in str(raised.value)
     manifest, excluded = build_manifest(listing(), on_bad_audio="skip")
-    assert list(manifest["utt_id"]) == ["good", "good_b"]
+    assert list(manifest["utt_id"]) == ["good", "good_b", "good_c", "good_d"]
     reasons = dict(zip(excluded["utt_id"], excluded["reason"]))
     assert reasons["short"].startswith("too short (160 samples")
     assert reasons["broken"].startswith("unreadable")
@@ -323,13 +325,13 @@ def test_ravdess_without_wav_files_is_an_error(tmp_path):
 
 
 def test_total_audio_hours_sums_the_measured_durations(tmp_path):
-    for name, seconds in (("a", 0.5), ("b", 1.25), ("c", 2.0)):
+    for name, seconds in (("a", 0.5), ("b", 1.25), ("c", 2.0), ("d", 0.25)):
         write_tone(tmp_path / f"{name}.wav", seconds=seconds)
     csv = tmp_path / "list.csv"
-    csv.write_text("path,label,speaker\na.wav,x,A\nb.wav,x,B\nc.wav,y,C\n")
+    csv.write_text("path,label,speaker\na.wav,x,A\nb.wav,x,B\nc.wav,y,C\nd.wav,y,D\n")
     write_manifest({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0, "on_bad_audio": "error"},
                    tmp_path / "manifest.tsv", tmp_path / "excluded.tsv")
-    assert total_audio_hours(tmp_path / "manifest.tsv") == pytest.approx(3.75 / 3600)
+    assert total_audio_hours(tmp_path / "manifest.tsv") == pytest.approx(4.0 / 3600)
 
 
 def test_total_audio_hours_names_a_manifest_without_durations(tmp_path):
@@ -348,3 +350,23 @@ def test_a_missing_listed_file_is_an_input_unless_bad_audio_is_skipped(tmp_path)
     assert corpus_input_files({**corpus, "on_bad_audio": "error"}) == listed
     # The manifest job runs and lists gone.wav in excluded.tsv; its appearing changes the inputs.
     assert corpus_input_files({**corpus, "on_bad_audio": "skip"}) == listed[:2]
+
+
+def test_a_fold_that_cannot_be_probed_is_refused_when_the_manifest_is_built(tmp_path):
+    for name in ("a", "b", "c", "d"):
+        write_tone(tmp_path / f"{name}.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker,fold\na.wav,x,A,1\nb.wav,y,B,2\nc.wav,x,C,2\nd.wav,y,D,3\n")
+    corpus = {"format": "csv", "manifest": str(csv), "folds": 3, "seed": 0}
+    build_manifest(list_corpus(corpus))  # testing on any fold leaves 2 or 3 speakers
+    write_tone(tmp_path / "a.wav", seconds=0.01)  # fold 1's only file, too short
+    with pytest.raises(CorpusError) as raised:
+        build_manifest(list_corpus(corpus), on_bad_audio="skip")
+    assert str(raised.value) == f"{csv}: fold 1 has no usable utterance: 1 excluded; most common reasons: 1x too short (160 samples at 16000 Hz; at least 400 needed, the wav2vec2 receptive field)"
+    csv.write_text("path,label,speaker,fold\nb.wav,y,B,2\nc.wav,x,C,2\nd.wav,y,D,3\n")
+    with pytest.raises(CorpusError) as raised:
+        build_manifest(list_corpus(corpus))
+    assert str(raised.value) == (
+        f"{csv}: testing on fold 2 leaves 1 speaker(s) to train and validate on; "
+        "speaker-independent validation needs at least 2 (more speakers, or fewer folds)"
+    )
