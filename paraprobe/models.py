@@ -221,6 +221,7 @@ def random_init_config(model_cfg: dict) -> PretrainedConfig:
         raise UnsupportedModelError(
             f"models: architecture {architecture!r} is not a transformers model_type"
         ) from error
+    check_waveform_encoder(config, f"models: architecture {architecture!r}")  # refused while planning
     overrides = model_cfg.get("config") or {}
     unknown = sorted(key for key in overrides if not hasattr(config, key))
     if unknown:
@@ -369,14 +370,20 @@ def pretrained_input_settings(source: str, revision: str | None) -> InputSetting
     return InputSettings(int(extractor.sampling_rate), bool(extractor.do_normalize))
 
 
-def check_supported(config: PretrainedConfig, input_settings: InputSettings, name: str, model_cfg: dict) -> None:
-    """Raise :class:`UnsupportedModelError` unless the model is a 16 kHz convolutional-frontend
-    encoder whose layer count agrees with the config's planning override ``num_layers``."""
+def check_waveform_encoder(config: PretrainedConfig, name: str) -> None:
+    """Raise :class:`UnsupportedModelError` unless ``config`` describes a raw-waveform encoder (a
+    convolutional feature encoder paraprobe can frame)."""
     if not (hasattr(config, "conv_kernel") and hasattr(config, "conv_stride")):
         raise UnsupportedModelError(
             f"{name}: model_type {config.model_type!r} has no convolutional feature encoder "
             "(conv_kernel, conv_stride); paraprobe supports wav2vec2, HuBERT, WavLM, data2vec-audio and relatives"
         )
+
+
+def check_supported(config: PretrainedConfig, input_settings: InputSettings, name: str, model_cfg: dict) -> None:
+    """Raise :class:`UnsupportedModelError` unless the model is a 16 kHz convolutional-frontend
+    encoder whose layer count agrees with the config's planning override ``num_layers``."""
+    check_waveform_encoder(config, name)
     if input_settings.sampling_rate != TARGET_SAMPLE_RATE:
         raise UnsupportedModelError(
             f"{name}: expects {input_settings.sampling_rate} Hz audio; paraprobe feeds {TARGET_SAMPLE_RATE} Hz"

@@ -52,6 +52,9 @@ def test_unknown_config_override_is_named():
         load_model({**RANDOM, "config": {"num_hidden_layer": 2}})
     with pytest.raises(UnsupportedModelError, match="'wav2vec3' is not a transformers model_type"):
         num_transformer_layers({**RANDOM, "architecture": "wav2vec3"})
+    # refused while the workflow plans (it reads the layer count), not when the extraction job loads it
+    with pytest.raises(UnsupportedModelError, match="architecture 'bert': model_type 'bert' has no convolutional"):
+        num_transformer_layers({**RANDOM, "architecture": "bert", "config": {}})
 
 
 def test_num_transformer_layers_from_override_random_config_and_local_directory(tmp_path):
