@@ -89,6 +89,21 @@ def test_ravdess_speech_only_labels_speakers_and_folds(ravdess_root, tmp_path):
     assert Counter(excluded["reason"]) == {"song (vocal channel 02), not speech": 3}
 
 
+def test_ravdess_names_outside_its_codes_are_excluded_with_the_reason(tmp_path):
+    for actor in (1, 2, 3):
+        write_tone(tmp_path / f"Actor_{actor:02d}" / ravdess_name(3, 1, 1, 1, actor))
+        write_tone(tmp_path / f"Actor_{actor:02d}" / ravdess_name(4, 1, 1, 1, actor))
+    write_tone(tmp_path / "Actor_01" / ravdess_name(5, 3, 1, 1, 1))
+    write_tone(tmp_path / "Actor_00" / ravdess_name(5, 1, 1, 1, 0))
+    listing = list_corpus({**RAVDESS, "root": str(tmp_path)})
+    assert len(listing.candidates) == 6
+    assert corpus_folds({**RAVDESS, "root": str(tmp_path)}) == [1, 2, 3]  # planned as listed: actor 00 is none
+    assert {row["utt_id"]: row["reason"] for row in listing.excluded} == {
+        "03-01-05-03-01-01-01": "unknown intensity code 03 (01 normal, 02 strong)",
+        "03-01-05-01-01-01-00": "actor 00 (RAVDESS numbers its actors from 01)",
+    }
+
+
 def test_ravdess_merge_calm(ravdess_root):
     labels = Counter(r["label"] for r in list_corpus({**RAVDESS, "root": str(ravdess_root), "merge_calm": True}).candidates)
     assert labels["neutral"] == 36 and "calm" not in labels

@@ -21,6 +21,7 @@ EMOTIONS = {
     "07": "disgust",
     "08": "surprised",
 }
+INTENSITIES = {"01": "normal", "02": "strong"}
 AUDIO_ONLY, SPEECH = "03", "01"
 _NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 
@@ -31,14 +32,30 @@ def audio_files(root: Path) -> list[Path]:
 
 
 def actor_of(path: Path) -> str | None:
-    """``.../03-01-05-02-01-01-12.wav`` -> ``'12'``; None when the name is not RAVDESS's."""
+    """``.../03-01-05-02-01-01-12.wav`` -> ``'12'``; None when the name is not that of a speech file
+    the reader takes (so planning counts the actors the manifest will have)."""
     match = _NAME.match(path.stem)
-    return match.group(7) if match else None
+    return match.group(7) if match and not exclusion_reason(*match.groups()) else None
 
 
-def list_utterances(
-    root: str | Path, *, num_folds: int = 4, seed: int = 0, merge_calm: bool = False
-) -> CorpusListing:
+def exclusion_reason(
+    modality: str, channel: str, emotion: str, intensity: str, statement: str, repetition: str, actor: str
+) -> str | None:
+    """Why the file with these name fields is not a speech candidate; None when it is."""
+    if modality != AUDIO_ONLY:
+        return f"modality {modality} is not audio-only (03)"
+    if channel != SPEECH:
+        return "song (vocal channel 02), not speech"
+    if emotion not in EMOTIONS:
+        return f"unknown emotion code {emotion}"
+    if intensity not in INTENSITIES:
+        return f"unknown intensity code {intensity} (01 normal, 02 strong)"
+    if actor == "00":
+        return "actor 00 (RAVDESS numbers its actors from 01)"
+    return None
+
+
+def list_utterances(root: str | Path, *, num_folds: int = 4, seed: int = 0, merge_calm: bool = False) -> CorpusListing:
     """Speech candidates with emotion names; folds: actors split at random into ``num_folds`` groups."""
     root = Path(root).resolve()
     files = audio_files(root)
@@ -50,27 +67,24 @@ def list_utterances(
         if not match:
             listing.exclude("file name is not MM-VV-EE-II-SS-RR-AA", path=path)
             continue
-        modality, channel, emotion, intensity, statement, repetition, actor = match.groups()
-        if modality != AUDIO_ONLY:
-            listing.exclude(f"modality {modality} is not audio-only (03)", utt_id=path.stem, path=path)
-        elif channel != SPEECH:
-            listing.exclude("song (vocal channel 02), not speech", utt_id=path.stem, path=path)
-        elif emotion not in EMOTIONS:
-            listing.exclude(f"unknown emotion code {emotion}", utt_id=path.stem, path=path)
-        else:
-            label = EMOTIONS[emotion]
-            listing.add(
-                {
-                    "utt_id": path.stem,
-                    "path": str(path),
-                    "label": "neutral" if merge_calm and label == "calm" else label,
-                    "speaker": f"Actor_{actor}",
-                    "gender": "male" if int(actor) % 2 else "female",
-                    "intensity": "strong" if intensity == "02" else "normal",
-                    "statement": int(statement),
-                    "repetition": int(repetition),
-                }
-            )
+        reason = exclusion_reason(*match.groups())
+        if reason:
+            listing.exclude(reason, utt_id=path.stem, path=path)
+            continue
+        _, _, emotion, intensity, statement, repetition, actor = match.groups()
+        label = EMOTIONS[emotion]
+        listing.add(
+            {
+                "utt_id": path.stem,
+                "path": str(path),
+                "label": "neutral" if merge_calm and label == "calm" else label,
+                "speaker": f"Actor_{actor}",
+                "gender": "male" if int(actor) % 2 else "female",
+                "intensity": INTENSITIES[intensity],
+                "statement": int(statement),
+                "repetition": int(repetition),
+            }
+        )
     fold_of = assign_speaker_folds((row["speaker"] for row in listing.candidates), num_folds, seed)
     for row in listing.candidates:
         row["fold"] = fold_of[row["speaker"]]
