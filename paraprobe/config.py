@@ -102,7 +102,7 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
     """Raise :class:`ConfigError` naming the key and the reason of the first way ``config`` breaks the
     JSON schema at ``schema_path`` (Snakemake's own validation prints the whole schema and config)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
         key = ".".join(map(str, error.absolute_path)) or "the config's top level"
