@@ -160,6 +160,7 @@ def build_manifest(
             f"usable utterances ({exclusion_summary(excluded)}); probing needs at least 2 classes"
         )
     check_folds(rows, listing, excluded)
+    warn_single_fold_labels(rows, listing.source, logger)
     manifest = pd.DataFrame(rows)
     extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
     manifest = manifest[[*MANIFEST_COLUMNS, *extra]].sort_values("utt_id", kind="stable")
@@ -195,6 +196,32 @@ def check_folds(rows: list[dict], listing: CorpusListing, excluded: list[dict]) 
             raise CorpusError(
                 f"{listing.source}: testing on fold {fold} leaves {len(others)} speaker(s) to train and validate on; "
                 "speaker-independent validation needs at least 2 (more speakers, or fewer folds)"
+            )
+
+
+def warn_single_fold_labels(rows: list[dict], source: str, logger: logging.Logger) -> None:
+    """Log a warning for each label whose utterances all lie in one fold.
+
+    Cross-validation is speaker-independent, so such a label is never trained on when its fold
+    is tested (its recall there is 0) and is absent from every other fold's test set: the
+    probes' UA for this corpus cannot reach 1. A warning rather than an error, since a corpus
+    may have it by design (one speaker acting a rare emotion).
+    """
+    folds_by_label: dict[str, set] = {}
+    for row in rows:
+        folds_by_label.setdefault(row["label"], set()).add(int(row["fold"]))
+    for label, folds in sorted(folds_by_label.items()):
+        if len(folds) == 1:
+            (fold,) = folds
+            speakers = sorted({row["speaker"] for row in rows if row["label"] == label})
+            logger.warning(
+                "%s: label %r occurs only in fold %d (speaker(s) %s): no training fold has it when fold %d is "
+                "tested, so its utterances there are always misclassified",
+                source,
+                label,
+                fold,
+                ", ".join(speakers),
+                fold,
             )
 
 

@@ -20,6 +20,7 @@ UniSpeech...): their convolutional feature encoder is described by ``conv_kernel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -260,21 +261,52 @@ def pretrained_model(model_cfg: dict) -> torch.nn.Module:
                 f"model checkpoint directory {source} has no weights: none of {', '.join(weight_files)}"
             )
     try:
-        model, loading_info = AutoModel.from_pretrained(
-            source,
-            revision=revision,
-            trust_remote_code=False,
-            output_loading_info=True,
-            # Shape mismatches come back in loading_info and are refused below, naming the
-            # checkpoint and the weights, instead of transformers' generic RuntimeError.
-            ignore_mismatched_sizes=True,
-        )
+        # transformers logs a multi-line table of missing and unused weights; check_loaded_weights
+        # refuses what matters in one line and report_unused_weights logs the rest.
+        with quiet_logger("transformers.modeling_utils"):
+            model, loading_info = AutoModel.from_pretrained(
+                source,
+                revision=revision,
+                trust_remote_code=False,
+                output_loading_info=True,
+                # Shape mismatches come back in loading_info and are refused below, naming the
+                # checkpoint and the weights, instead of transformers' generic RuntimeError.
+                ignore_mismatched_sizes=True,
+            )
     except pickle.UnpicklingError as error:
         raise InvalidCheckpointError(unsafe_weights_message(source, revision, error)) from error
     except OSError as error:
         raise CheckpointNotAvailableError(unavailable_message(model_cfg, error)) from error
-    check_loaded_weights(model, loading_info, checkpoint_name(source, revision))
+    name = checkpoint_name(source, revision)
+    check_loaded_weights(model, loading_info, name)
+    report_unused_weights(loading_info, name)
     return model
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str):
+    """Within the block, the logger ``name`` passes on errors only.
+
+    A filter, not a level: transformers runs extra checks (and logs their warnings) when its
+    loggers' levels are raised.
+    """
+    quieted = logging.getLogger(name)
+
+    def errors_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    quieted.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        quieted.removeFilter(errors_only)
+
+
+def report_unused_weights(loading_info: dict, name: str) -> None:
+    """Log the checkpoint weights the base model does not use (a CTC head, quantizer weights), if any."""
+    unused = sorted(loading_info["unexpected_keys"], key=natural_order)
+    if unused:
+        logger.info("%s: %d checkpoint weights not used by the base model: %s", name, len(unused), shown_names(unused))
 
 
 def checkpoint_name(source: str, revision: str | None) -> str:

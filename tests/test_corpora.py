@@ -76,8 +76,10 @@ def test_ravdess_speech_only_labels_speakers_and_folds(ravdess_root, tmp_path):
     manifest = read_tsv(tmp_path / "m.tsv")
     assert len(manifest) == 3 * 60
     assert set(manifest["utt_id"]) == {n[:-4] for a in (1, 2, 3) for n in ravdess_design(a)}
-    assert Counter(manifest["label"]) == {"neutral": 12, **{e: 24 for e in
-        ("calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")}}
+    assert Counter(manifest["label"]) == {
+        "neutral": 12,
+        **{e: 24 for e in ("calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")},
+    }
     assert set(manifest["speaker"]) == {"Actor_01", "Actor_02", "Actor_03"}
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in manifest["path"])
     assert (manifest.groupby("speaker")["fold"].nunique() == 1).all()
@@ -105,7 +107,9 @@ def test_ravdess_names_outside_its_codes_are_excluded_with_the_reason(tmp_path):
 
 
 def test_ravdess_merge_calm(ravdess_root):
-    labels = Counter(r["label"] for r in list_corpus({**RAVDESS, "root": str(ravdess_root), "merge_calm": True}).candidates)
+    labels = Counter(
+        r["label"] for r in list_corpus({**RAVDESS, "root": str(ravdess_root), "merge_calm": True}).candidates
+    )
     assert labels["neutral"] == 36 and "calm" not in labels
 
 
@@ -121,8 +125,10 @@ def test_csv_paths_relative_to_the_csv_and_folds_by_speaker(tmp_path):
     for name in ("a1", "a2", "b1", "c1", "d1"):
         write_tone(tmp_path / "audio" / f"{name}.wav")
     csv = tmp_path / "list.csv"
-    csv.write_text("path,label,speaker,session\naudio/a1.wav,happy,A,x\naudio/a2.wav,sad,A,y\n"
-                   "audio/b1.wav,sad,B,x\naudio/c1.wav,happy,C,z\naudio/d1.wav,sad,D,z\n")
+    csv.write_text(
+        "path,label,speaker,session\naudio/a1.wav,happy,A,x\naudio/a2.wav,sad,A,y\n"
+        "audio/b1.wav,sad,B,x\naudio/c1.wav,happy,C,z\naudio/d1.wav,sad,D,z\n"
+    )
     config = {"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0, "on_bad_audio": "error"}
     write_manifest(config, tmp_path / "m.tsv", tmp_path / "x.tsv")
     manifest = read_tsv(tmp_path / "m.tsv")
@@ -208,8 +214,11 @@ def test_ravdess_same_file_in_two_folders_is_an_error(tmp_path):
 def single_label_corpus(reader: str, folder: Path) -> tuple[dict, Path]:
     """A corpus config of ``reader`` whose every usable utterance is neutral, and the source it names."""
     if reader == "iemocap":
-        utterances = [("Ses01F_impro01_F000", "neu", True), ("Ses02F_impro01_M000", "neu", True),
-                      ("Ses02F_impro01_M001", "fru", True)]
+        utterances = [
+            ("Ses01F_impro01_F000", "neu", True),
+            ("Ses02F_impro01_M000", "neu", True),
+            ("Ses02F_impro01_M001", "fru", True),
+        ]
         root = write_iemocap(folder / "IEMOCAP_full_release", utterances)
         return {**IEMOCAP, "root": str(root)}, root.resolve()
     if reader == "ravdess":
@@ -344,8 +353,11 @@ def test_total_audio_hours_sums_the_measured_durations(tmp_path):
         write_tone(tmp_path / f"{name}.wav", seconds=seconds)
     csv = tmp_path / "list.csv"
     csv.write_text("path,label,speaker\na.wav,x,A\nb.wav,x,B\nc.wav,y,C\nd.wav,y,D\n")
-    write_manifest({"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0, "on_bad_audio": "error"},
-                   tmp_path / "manifest.tsv", tmp_path / "excluded.tsv")
+    write_manifest(
+        {"format": "csv", "manifest": str(csv), "folds": 2, "seed": 0, "on_bad_audio": "error"},
+        tmp_path / "manifest.tsv",
+        tmp_path / "excluded.tsv",
+    )
     assert total_audio_hours(tmp_path / "manifest.tsv") == pytest.approx(4.0 / 3600)
 
 
@@ -377,7 +389,10 @@ def test_a_fold_that_cannot_be_probed_is_refused_when_the_manifest_is_built(tmp_
     write_tone(tmp_path / "a.wav", seconds=0.01)  # fold 1's only file, too short
     with pytest.raises(CorpusError) as raised:
         build_manifest(list_corpus(corpus), on_bad_audio="skip")
-    assert str(raised.value) == f"{csv}: fold 1 has no usable utterance: 1 excluded; most common reasons: 1x too short (160 samples at 16000 Hz; at least 400 needed, the wav2vec2 receptive field)"
+    assert (
+        str(raised.value)
+        == f"{csv}: fold 1 has no usable utterance: 1 excluded; most common reasons: 1x too short (160 samples at 16000 Hz; at least 400 needed, the wav2vec2 receptive field)"
+    )
     csv.write_text("path,label,speaker,fold\nb.wav,y,B,2\nc.wav,x,C,2\nd.wav,y,D,3\n")
     with pytest.raises(CorpusError) as raised:
         build_manifest(list_corpus(corpus))
@@ -385,3 +400,17 @@ def test_a_fold_that_cannot_be_probed_is_refused_when_the_manifest_is_built(tmp_
         f"{csv}: testing on fold 2 leaves 1 speaker(s) to train and validate on; "
         "speaker-independent validation needs at least 2 (more speakers, or fewer folds)"
     )
+
+
+def test_a_label_confined_to_one_fold_is_warned_about(tmp_path, caplog):
+    for name in ("a", "b", "c", "d", "e"):
+        write_tone(tmp_path / f"{name}.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker,fold\na.wav,x,A,1\nb.wav,y,B,1\nc.wav,x,C,2\nd.wav,y,D,3\ne.wav,z,E,3\n")
+    corpus = {"format": "csv", "manifest": str(csv), "folds": 3, "seed": 0}
+    with caplog.at_level("WARNING", logger="paraprobe"):
+        build_manifest(list_corpus(corpus))
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
+        f"{csv}: label 'z' occurs only in fold 3 (speaker(s) E): no training fold has it when fold 3 is tested, "
+        "so its utterances there are always misclassified"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -75,8 +76,13 @@ def test_planning_reads_config_json_without_importing_torch_or_transformers(tmp_
         "import sys; from paraprobe.model_configs import num_transformer_layers; "
         f"print(num_transformer_layers({{'id': {str(tmp_path)!r}}}), 'torch' in sys.modules, 'transformers' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.split() == ["3", "False", "False"], result.stderr[-2000:]
 
 
@@ -110,7 +116,7 @@ def edit_config_json(directory: Path, edit) -> None:
     (directory / "config.json").write_text(json.dumps(config))
 
 
-def test_checkpoint_missing_weights_the_model_uses_is_refused(tmp_path):
+def test_checkpoint_missing_weights_the_model_uses_is_refused(tmp_path, caplog):
     prefixed = save_checkpoint(tmp_path / "prefixed")
     weights = load_file(prefixed / "model.safetensors")
     save_file({f"encoder_model.{k}": v for k, v in weights.items()}, prefixed / "model.safetensors", {"format": "pt"})
@@ -138,7 +144,12 @@ def test_checkpoint_missing_weights_the_model_uses_is_refused(tmp_path):
     Wav2Vec2ForCTC(AutoConfig.for_model("wav2vec2", vocab_size=8, **TINY)).save_pretrained(ctc)
     Wav2Vec2FeatureExtractor().save_pretrained(ctc)
     assert "lm_head.weight" in load_file(ctc / "model.safetensors")
-    assert load_model({"id": str(ctc)})[2].num_layers == 3
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert load_model({"id": str(ctc)})[2].num_layers == 3
+    assert [record.getMessage() for record in caplog.records] == [
+        f"model checkpoint directory {ctc}: 2 checkpoint weights not used by the base model: lm_head.bias, lm_head.weight"
+    ]
 
 
 def touch(path: str) -> None:
