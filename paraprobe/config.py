@@ -17,11 +17,11 @@ class ConfigError(ValueError):
 def apply_user_config(config: dict, user_config: dict, user_configfiles: Sequence) -> None:
     """Give a user's config the last word over the demo's config.yaml, which Snakemake loads first.
 
-    With ``--configfile`` the user's files (and any ``--config`` values) are the whole config,
-    as with Snakemake's ``--replace-workflow-config``: the demo's own settings (two seeds, 120
-    utterances with frames, held-out estimates) must not leak into a study such as
-    configs/paper.yaml; every key a user file leaves out takes its schema default. With
-    ``--config`` values alone the demo stays and they change it key by key, except that
+    A ``--configfile`` that names ``corpora`` describes a study: its files (and any ``--config``
+    values) are the whole config, as with Snakemake's ``--replace-workflow-config``, so the demo's
+    own settings (two seeds, 120 utterances with frames, held-out estimates) do not leak into a
+    study such as configs/paper.yaml; every key it leaves out takes its schema default. Any other
+    user config changes the demo key by key (Snakemake's merge, DESIGN.md's rule), except that
     ``corpora`` and ``models``, which say what to run, replace the demo's.
 
     Parameters
@@ -30,7 +30,7 @@ def apply_user_config(config: dict, user_config: dict, user_configfiles: Sequenc
     user_config : the user's values alone (``--configfile`` files merged, then ``--config``)
     user_configfiles : the ``--configfile`` paths, empty without any
     """
-    if user_configfiles:
+    if user_configfiles and "corpora" in user_config:
         config.clear()
         config.update(copy.deepcopy(user_config))
         return

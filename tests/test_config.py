@@ -74,13 +74,22 @@ def merged_over_demo(user: dict) -> dict:
     return config
 
 
-def test_a_user_config_file_is_the_whole_config():
+def test_a_user_config_file_naming_corpora_is_the_whole_config():
     user = {"corpora": {"rav": {"format": "ravdess", "root": "/data"}}, "models": {"PT": {"id": "x"}}}
     config = merged_over_demo(user)
     apply_user_config(config, user, ["mine.yaml"])
     assert config == user  # no demo corpus, and no demo setting such as its two probe seeds
     validate(config, SCHEMA)
     assert config["probe"]["seeds"] == [0] and config["extraction"]["frames"]["utterances"] == 500
+
+
+def test_a_user_config_file_without_corpora_changes_the_demo():
+    demo = demo_config()
+    user = {"probe": {"max_epochs": 5}, "models": {"PT": {"id": "x"}}}
+    config = merged_over_demo(user)
+    apply_user_config(config, user, ["tweak.yaml"])
+    assert config["corpora"] == demo["corpora"] and config["models"] == {"PT": {"id": "x"}}
+    assert config["probe"] == {**demo["probe"], "max_epochs": 5}
 
 
 def test_command_line_values_change_the_demo_and_replace_its_corpora_and_models():

@@ -385,7 +385,9 @@ def test_speakers_01_and_1_are_different_speakers(tmp_path):
     names = np.array(["0" * (fold - 1) + str(int(s[3:]) % 4 + 1) for s, fold in zip(speakers, folds)])
     paths = probe_fold(tmp_path, ["average"], [0], manifest_changes={"speaker": names})
     record = json.loads(paths["average"].read_text())
-    assert record["n_test"] == 80 and record["n_train"][0] + record["n_val"][0] == 240
+    # One seed: the DESIGN.md fields are that seed's numbers, not lists.
+    assert record["seed"] == 0 and record["epochs"] == record["runs"][0]["epochs"]
+    assert record["n_test"] == 80 and record["n_train"] + record["n_val"] == 240
     training_speakers = {"0" * zeros + str(n) for zeros in (1, 2, 3) for n in range(1, 5)}
     assert set(record["runs"][0]["validation_speakers"]) <= training_speakers
 

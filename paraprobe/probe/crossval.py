@@ -10,7 +10,8 @@ Fold JSON (``{corpus}/probes/{model}/{input}/fold{k}.json``), one per input:
 ``confusion``
     test-fold counts, rows true and columns predicted, summed over the seeds.
 ``seed, epochs, n_train, n_val``
-    lists with one entry per seed, in the order of ``runs``; ``n_test`` (the test fold's size).
+    with one seed (the default), that seed's numbers; with several, lists with one entry per
+    seed, in the order of ``runs``. ``n_test``: the test fold's size.
 ``runs``
     one object per seed with that seed's ``seed, ua, wa, macro_f1, confusion, epochs,
     best_epoch, best_val_loss, n_train, n_val, validation_speakers``.
@@ -98,10 +99,15 @@ def fold_record(
         "labels": list(labels),
         **{key: float(np.mean([run[key] for run in runs])) for key in ("ua", "wa", "macro_f1")},
         "confusion": np.sum([run["confusion"] for run in runs], axis=0).tolist(),
-        **{key: [run[key] for run in runs] for key in ("seed", "epochs", "n_train", "n_val")},
+        **{key: per_seed([run[key] for run in runs]) for key in ("seed", "epochs", "n_train", "n_val")},
         "n_test": n_test,
         "runs": runs,
     }
+
+
+def per_seed(values: list):
+    """The one seed's value as it is (DESIGN.md's scalar fields); the list of them with several seeds."""
+    return values[0] if len(values) == 1 else values
 
 
 def run_probe_fold(
