@@ -120,7 +120,6 @@ class ExtractionSummary:
 
     reused: int
     computed: int
-    audio_seconds_computed: float
 
 
 # ---------------------------------------------------------------------------------------
@@ -645,7 +644,7 @@ class EmbeddingExtractor:
             finally:
                 os.close(fd)
         logger.info("wrote %s: %d utterances reused, %d computed", output_path, len(here), computed)
-        return ExtractionSummary(reused=len(here), computed=computed, audio_seconds_computed=audio_seconds)
+        return ExtractionSummary(reused=len(here), computed=computed)
 
     def _compute(
         self,

@@ -35,7 +35,6 @@ TABLE1_UA = {
     ("weighted_average", "FT100"): {"IEM": 64.94, "RAV": 68.89},
     ("weighted_average", "FT960"): {"IEM": 65.67, "RAV": 65.11},
 }
-BEST_LAYER = {"IEM": 6, "RAV": 5}
 COMPARE_UA_COLUMNS = [
     "corpus",
     "model",

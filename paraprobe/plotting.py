@@ -15,7 +15,6 @@ from paraprobe.io import atomic_path  # noqa: E402
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 #: Perceptually uniform, colour-blind-safe colour map for heat maps.
 SEQUENTIAL_CMAP = "cividis"
-DIVERGING_CMAP = "RdBu_r"
 
 STYLE = {
     "figure.dpi": 100,
