@@ -35,6 +35,8 @@ TABLE1_UA = {
     ("weighted_average", "FT100"): {"IEM": 64.94, "RAV": 68.89},
     ("weighted_average", "FT960"): {"IEM": 65.67, "RAV": 65.11},
 }
+#: The paper's best single layer per corpus (the same for its three models).
+BEST_LAYER = {"IEM": 6, "RAV": 5}
 COMPARE_UA_COLUMNS = [
     "corpus",
     "model",
@@ -42,6 +44,7 @@ COMPARE_UA_COLUMNS = [
     "paper_model",
     "input",
     "layer",
+    "paper_layer",
     "ours_ua",
     "ours_std",
     "paper_ua",
@@ -99,8 +102,9 @@ def compare_probe_ua(probe_ua: pd.DataFrame, corpora: dict, models: dict) -> pd.
     Args:
         probe_ua: ``tables/probe_ua.tsv`` (corpus, model, input, ua_mean, ua_std, n; UA in [0, 1]).
     Returns:
-        Columns corpus, model, paper_corpus, paper_model, input, layer, ours_ua, ours_std, paper_ua,
-        difference (ours - paper, percentage points); one row per matching cell.
+        Columns corpus, model, paper_corpus, paper_model, input, layer and paper_layer (of the best
+        layer row), ours_ua, ours_std, paper_ua, difference (ours - paper, percentage points); one
+        row per matching cell.
     """
     rows = []
     for (corpus, model), table in probe_ua.groupby(["corpus", "model"], sort=True):
@@ -125,6 +129,7 @@ def compare_probe_ua(probe_ua: pd.DataFrame, corpora: dict, models: dict) -> pd.
                     "paper_model": paper_m,
                     "input": input_name,
                     "layer": int(cell["input"].split("_")[1]) if input_name == "best layer" else "",
+                    "paper_layer": BEST_LAYER[paper_c] if input_name == "best layer" else "",
                     "ours_ua": round(100 * float(cell["ua_mean"]), 2),
                     "ours_std": round(100 * float(cell["ua_std"]), 2),
                     "paper_ua": paper_value,

@@ -25,7 +25,8 @@ def test_probe_comparison_matches_models_by_checkpoint_id_and_reports_difference
     compared = compare_probe_ua(table, CORPORA, MODELS).set_index("input")
     assert set(compared["model"]) == {"base"} and set(compared["paper_model"]) == {"PT"}
     best = compared.loc["best layer"]
-    assert (best["layer"], best["ours_ua"], best["paper_ua"]) == (7, 60.0, 65.19)
+    assert (best["layer"], best["paper_layer"], best["ours_ua"], best["paper_ua"]) == (7, 6, 60.0, 65.19)
+    assert compared.loc["last", "paper_layer"] == ""
     assert best["difference"] == pytest.approx(60.0 - 65.19)
     assert compared.loc["last", "difference"] == pytest.approx(40.0 - 59.41)
     assert compared.loc["weighted_average", "paper_ua"] == 65.28
