@@ -82,7 +82,9 @@ def setting_differences(corpora: dict, models: dict, similarity_methods: list[st
     computes no CCA (``similarity_methods`` leaves it out), without which Table 3 has no values."""
     notes = []
     if "cca" not in similarity_methods:
-        notes.append(f"similarity.methods ({', '.join(similarity_methods)}) leaves out cca: Table 3 has nothing to compare")
+        notes.append(
+            f"similarity.methods ({', '.join(similarity_methods)}) leaves out cca: Table 3 has nothing to compare"
+        )
     for name, corpus in corpora.items():
         if paper_corpus(corpus) is None:
             notes.append(

@@ -491,6 +491,7 @@ def test_figures_are_written(tmp_path):
     svg = (tmp_path / "fig1.svg").read_text()
     for text in ("UA (%)", "Layer (0 = CNN encoder output)", "best layer", "chance", "PT", "FT", "iem", "rav"):
         assert text in svg
+    assert "best layer: FT 3, PT 3" in svg  # UA rises to layer 3, then stays (the first maximum counts)
     weight_paths = []
     for corpus, model in (("iem", "PT"), ("rav", "PT"), ("rav", "FT")):
         path = tmp_path / f"{corpus}_{model}_weights.tsv"

@@ -166,7 +166,7 @@ def plot_probe_ua(runs_path: str | Path, png_path: str | Path) -> None:
 
     Lines join the mean UA over folds x seeds; error bars are +-1 SD; small dots are the single
     runs (one per fold and seed, jittered sideways); a star marks each model's best layer, also
-    named in the lower right; the dashed line is chance (100 / number of classes).
+    named in the panel's title; the dashed line is chance (100 / number of classes).
     """
     apply_style()
     runs = read_tsv(runs_path)
@@ -180,6 +180,7 @@ def plot_probe_ua(runs_path: str | Path, png_path: str | Path) -> None:
     for axis, corpus in zip(axes, corpora):
         of_corpus = layers[layers["corpus"] == corpus]
         offsets = np.linspace(-0.12, 0.12, len(models)) if len(models) > 1 else [0.0]
+        best_layers = []
         for model_index, model in enumerate(models):
             of_model = of_corpus[of_corpus["model"] == model]
             if of_model.empty:
@@ -217,20 +218,12 @@ def plot_probe_ua(runs_path: str | Path, png_path: str | Path) -> None:
                 linewidths=0.6,
                 zorder=5,
             )
-            axis.text(  # one line per model in the lower right corner, in the model's colour
-                0.98,
-                0.03 + 0.07 * (len(models) - 1 - model_index),
-                f"{model}: best layer {stats['layer'][best]}",
-                transform=axis.transAxes,
-                ha="right",
-                fontsize=7,
-                color=colour,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
-            )
+            best_layers.append(f"{model} {stats['layer'][best]}")
         chance = 100 / of_corpus["n_classes"].iloc[0]
         axis.axhline(chance, color="grey", linestyle="--", linewidth=0.8)
         num_runs = of_corpus.groupby(["model", "input"]).size().max()
-        axis.set_title(f"{corpus} ({num_runs} runs: folds × seeds)")
+        # Named in the title, where no data point or line can lie under it.
+        axis.set_title(f"{corpus} ({num_runs} runs: folds × seeds)\nbest layer: {', '.join(best_layers)}")
         axis.set_xlabel("Layer (0 = CNN encoder output)")
         axis.set_xticks(sorted(of_corpus["layer"].unique()))
     axes[0].set_ylabel("UA (%)")
