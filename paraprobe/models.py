@@ -302,9 +302,14 @@ def quiet_logger(name: str):
         quieted.removeFilter(errors_only)
 
 
+def unused_weights(loading_info: dict) -> list[str]:
+    """The checkpoint's weights the base model does not use (a CTC head, quantizer weights), sorted."""
+    return sorted(loading_info["unexpected_keys"], key=natural_order)
+
+
 def report_unused_weights(loading_info: dict, name: str) -> None:
-    """Log the checkpoint weights the base model does not use (a CTC head, quantizer weights), if any."""
-    unused = sorted(loading_info["unexpected_keys"], key=natural_order)
+    """Log the checkpoint weights the base model does not use, if any."""
+    unused = unused_weights(loading_info)
     if unused:
         logger.info("%s: %d checkpoint weights not used by the base model: %s", name, len(unused), shown_names(unused))
 
@@ -326,7 +331,7 @@ def check_loaded_weights(model: torch.nn.Module, loading_info: dict, name: str) 
     """
     missing = sorted(set(loading_info["missing_keys"]) - OPTIONAL_CHECKPOINT_WEIGHTS, key=natural_order)
     if missing:
-        unused = sorted(loading_info["unexpected_keys"], key=natural_order)
+        unused = unused_weights(loading_info)
         hint = (
             f"; the checkpoint has {len(unused)} weights the model does not use, such as {shown_names(unused)}"
             if unused
