@@ -208,12 +208,14 @@ def warn_single_fold_labels(rows: list[dict], source: str, logger: logging.Logge
     may have it by design (one speaker acting a rare emotion).
     """
     folds_by_label: dict[str, set] = {}
+    speakers_by_label: dict[str, set] = {}
     for row in rows:
         folds_by_label.setdefault(row["label"], set()).add(int(row["fold"]))
+        speakers_by_label.setdefault(row["label"], set()).add(row["speaker"])
     for label, folds in sorted(folds_by_label.items()):
         if len(folds) == 1:
             (fold,) = folds
-            speakers = sorted({row["speaker"] for row in rows if row["label"] == label})
+            speakers = sorted(speakers_by_label[label])
             logger.warning(
                 "%s: label %r occurs only in fold %d (speaker(s) %s): no training fold has it when fold %d is "
                 "tested, so its utterances there are always misclassified",
