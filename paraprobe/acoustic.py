@@ -33,12 +33,15 @@ in manifest order; ``values`` (F, C) float32; ``frame_offsets`` (N + 1,) int64, 
 :func:`paraprobe.framing.num_model_frames` of its sample count; ``columns`` (C,);
 ``voiced`` (F,) bool; attributes ``frame_rate_hz``, ``hop_samples``,
 ``receptive_field_samples``, ``conv_kernel``, ``conv_stride``, ``sample_rate_hz``,
-``feature_set``, ``pooling``, ``voiced_rule`` and ``nonfinite_replaced`` (C,).
+``feature_set``, ``feature_groups`` (JSON: the set's parameter groups, group -> columns, see
+:data:`paraprobe.acoustic_columns.INTRINSIC_GROUPS`), ``pooling``, ``voiced_rule`` and
+``nonfinite_replaced`` (C,).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import multiprocessing
 import warnings
@@ -57,6 +60,7 @@ from paraprobe.acoustic_columns import (
     EGEMAPS,
     EGEMAPS_COLUMNS,
     F0_COLUMN,
+    INTRINSIC_GROUPS,
     MFCC,
     MFCC_NUM_COEFFICIENTS,
 )
@@ -440,7 +444,11 @@ def extract_acoustic(
         writers = {}
         try:
             for name, temporary in ((EGEMAPS, egemaps_temporary), (MFCC, mfcc_temporary)):
-                attrs = {**shared_attrs, "feature_set": feature_set_description[name]}
+                attrs = {
+                    **shared_attrs,
+                    "feature_set": feature_set_description[name],
+                    "feature_groups": json.dumps({group: list(cols) for group, cols in INTRINSIC_GROUPS[name].items()}),
+                }
                 writers[name] = _FrameTableWriter(temporary, manifest["utt_id"], COLUMNS_BY_SET[name], attrs)
             for features in _ordered_map(_features_of_file, tasks, threads):
                 for name, writer in writers.items():

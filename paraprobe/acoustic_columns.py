@@ -52,6 +52,42 @@ MFCC_COLUMNS = tuple(f"mfcc{index}" for index in range(MFCC_NUM_COEFFICIENTS))
 
 COLUMNS_BY_SET = {EGEMAPS: EGEMAPS_COLUMNS, MFCC: MFCC_COLUMNS}
 
+#: Each feature set's columns by the parameter groups of its authors, written into the files'
+#: ``feature_groups`` attribute so that a file says what its columns measure. eGeMAPS: Eyben et
+#: al., IEEE Trans. Affective Computing 7(2), 2016, sec. 3 (GeMAPS's frequency, energy/amplitude
+#: and spectral-balance parameters; eGeMAPS adds MFCC 1-4, spectral flux and the formant 2-3
+#: bandwidths). The similarity jobs use ``acoustic.groups`` from the config instead (by default
+#: the paper's three groups), so that changing those does not recompute the features.
+INTRINSIC_GROUPS = {
+    EGEMAPS: {
+        "frequency": (
+            "F0semitoneFrom27.5Hz_sma3nz",
+            "jitterLocal_sma3nz",
+            "F1frequency_sma3nz",
+            "F1bandwidth_sma3nz",
+            "F2frequency_sma3nz",
+            "F2bandwidth_sma3nz",
+            "F3frequency_sma3nz",
+            "F3bandwidth_sma3nz",
+        ),
+        "energy_amplitude": ("Loudness_sma3", "shimmerLocaldB_sma3nz", "HNRdBACF_sma3nz"),
+        "spectral_balance": (
+            "alphaRatio_sma3",
+            "hammarbergIndex_sma3",
+            "slope0-500_sma3",
+            "slope500-1500_sma3",
+            "logRelF0-H1-H2_sma3nz",
+            "logRelF0-H1-A3_sma3nz",
+            "F1amplitudeLogRelF0_sma3nz",
+            "F2amplitudeLogRelF0_sma3nz",
+            "F3amplitudeLogRelF0_sma3nz",
+        ),
+        "cepstral": ("mfcc1_sma3", "mfcc2_sma3", "mfcc3_sma3", "mfcc4_sma3"),
+        "spectral_dynamics": ("spectralFlux_sma3",),
+    },
+    MFCC: {"log_energy": ("mfcc0",), "cepstral": MFCC_COLUMNS[1:]},
+}
+
 
 def validate_groups(
     groups: Mapping[str, Sequence[str]], config_key: str = "acoustic.groups"

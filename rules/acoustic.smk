@@ -26,7 +26,7 @@ rule extract_acoustic:
             lambda wildcards, threads: ACOUSTIC_RATE_PER_THREAD * threads,
             ACOUSTIC_OVERHEAD_MINUTES,
         ),
-    # No feature groups here: they select columns for the similarity jobs only, so
+    # No acoustic.groups here: they select columns for the similarity jobs only, so
     # changing them must not recompute the features.
     params:
         conv_kernel=config["acoustic"]["conv_kernel"],

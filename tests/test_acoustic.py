@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import h5py
 import numpy as np
@@ -15,9 +16,11 @@ import yaml
 from conftest import REPO, snakemake
 from paraprobe.acoustic import egemaps_lld, extract_acoustic, mfcc, utterance_features
 from paraprobe.acoustic_columns import (
+    COLUMNS_BY_SET,
     EGEMAPS,
     EGEMAPS_COLUMNS,
     F0_COLUMN,
+    INTRINSIC_GROUPS,
     MFCC,
     MFCC_COLUMNS,
     check_acoustic_config,
@@ -263,6 +266,12 @@ def test_default_groups_are_the_papers():
     assert sets == {**dict.fromkeys(PAPER_GROUPS, EGEMAPS), "egemaps_all": EGEMAPS, "mfcc": MFCC}
 
 
+@pytest.mark.parametrize("feature_set", [EGEMAPS, MFCC])
+def test_intrinsic_groups_cover_every_column_once(feature_set):
+    grouped = [column for columns in INTRINSIC_GROUPS[feature_set].values() for column in columns]
+    assert sorted(grouped) == sorted(COLUMNS_BY_SET[feature_set])
+
+
 def test_default_grid_is_wav2vec2s():
     defaults = schema_acoustic_defaults()
     assert (tuple(defaults["conv_kernel"]), tuple(defaults["conv_stride"])) == WAV2VEC2
@@ -352,6 +361,8 @@ def test_extract_acoustic_writes_the_contract(tmp_path):
             assert single["voiced"].dtype == bool and single["voiced"].shape == (offsets[-1],)
             assert np.all(np.isfinite(single["values"][:]))
             assert single.attrs["frame_rate_hz"] == 50.0
+            groups = json.loads(single.attrs["feature_groups"])
+            assert groups == {group: list(cols) for group, cols in INTRINSIC_GROUPS[name].items()}
             # The first utterance's rows are its features; the worker pool changes nothing.
             direct = utterance_features(soundfile.read(tmp_path / "a_vowel.wav", dtype="float32")[0])
             np.testing.assert_array_equal(single["values"][offsets[0] : offsets[1]], direct.values[name])
