@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paraprobe.corpora import CANDIDATE_COLUMNS, CorpusError, CorpusListing, csv_list, iemocap, ravdess
+from paraprobe.corpora import (
+    CANDIDATE_COLUMNS,
+    CorpusError,
+    CorpusListing,
+    check_speaker_independent_folds,
+    csv_list,
+    iemocap,
+    ravdess,
+)
 from paraprobe.io import write_tsv
 from paraprobe.progress import Progress
 
@@ -121,11 +129,13 @@ def build_manifest(
     on_bad_audio: str = "error",
     threads: int = 1,
     logger: logging.Logger | None = None,
+    planned_folds: Iterable[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Measure every candidate; return (manifest, excluded) as data frames, sorted by ``utt_id``.
 
     With ``on_bad_audio='error'`` the first bad file raises :class:`paraprobe.audio.BadAudioError`;
-    with ``'skip'`` it becomes a row of ``excluded``.
+    with ``'skip'`` it becomes a row of ``excluded``. ``planned_folds`` are the folds the workflow
+    planned jobs for (:func:`corpus_folds`; default: the candidates' folds): each must be probeable.
     """
     from paraprobe.audio import BadAudioError  # with the decoding, as in measure_utterance
 
@@ -159,7 +169,7 @@ def build_manifest(
             f"{listing.source}: fewer than 2 labels ({', '.join(map(repr, labels))}) among the {len(rows)} "
             f"usable utterances ({exclusion_summary(excluded)}); probing needs at least 2 classes"
         )
-    check_folds(rows, listing, excluded)
+    check_folds(rows, listing, excluded, planned_folds)
     warn_single_fold_labels(rows, listing.source, logger)
     manifest = pd.DataFrame(rows)
     extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
@@ -174,17 +184,28 @@ def build_manifest(
     return manifest.reset_index(drop=True), excluded_frame.reset_index(drop=True)
 
 
-def check_folds(rows: list[dict], listing: CorpusListing, excluded: list[dict]) -> None:
-    """Raise :class:`CorpusError` naming the corpus's source if a fold the listing plans cannot be
-    probed: it has no usable utterance left (all excluded), or holding it out for testing leaves
+def check_folds(
+    rows: list[dict], listing: CorpusListing, excluded: list[dict], planned_folds: Iterable[int] | None = None
+) -> None:
+    """Raise :class:`CorpusError` naming the corpus's source if the folds cannot be probed: a
+    speaker lies in two folds, a planned fold (default: every candidate's fold) has no usable
+    utterance left (none listed in it, or all excluded), or holding a fold out for testing leaves
     fewer than 2 speakers to train and validate on (validation takes whole speakers).
 
     Checked here, before any model runs, rather than in a probe job hours later.
     """
+    check_speaker_independent_folds([row["speaker"] for row in rows], [row["fold"] for row in rows], listing.source)
     speakers_by_fold: dict[int, set] = {}
     for row in rows:
         speakers_by_fold.setdefault(int(row["fold"]), set()).add(row["speaker"])
-    for fold in sorted({int(row["fold"]) for row in listing.candidates}):
+    candidate_folds = {int(row["fold"]) for row in listing.candidates}
+    for fold in sorted(candidate_folds if planned_folds is None else set(planned_folds)):
+        if fold not in candidate_folds:
+            raise CorpusError(
+                f"{listing.source}: fold {fold} has no utterance: the corpus's layout or config gives this fold, "
+                "but the reader listed no candidate in it (for IEMOCAP: its session's label files, transcripts "
+                "or 4-class labels)"
+            )
         if fold not in speakers_by_fold:
             in_fold = {row["utt_id"] for row in listing.candidates if int(row["fold"]) == fold}
             raise CorpusError(
@@ -252,7 +273,9 @@ def write_manifest(
 ) -> None:
     """List, measure and write one corpus's ``manifest.tsv`` and ``excluded.tsv``."""
     listing = list_corpus(corpus_config, audio_root)
-    manifest, excluded = build_manifest(listing, corpus_config["on_bad_audio"], threads, logger)
+    manifest, excluded = build_manifest(
+        listing, corpus_config["on_bad_audio"], threads, logger, planned_folds=corpus_folds(corpus_config)
+    )
     write_tsv(excluded, excluded_path)
     write_tsv(manifest, manifest_path)
 

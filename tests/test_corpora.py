@@ -1,3 +1,4 @@
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import pytest
 
 import pandas as pd
 
-from corpus_trees import ravdess_design, ravdess_name, write_iemocap, write_ravdess, write_tone
+from corpus_trees import ravdess_design, ravdess_name, write_empty, write_iemocap, write_ravdess, write_tone
 from paraprobe.audio import BadAudioError
 from paraprobe.corpora import CorpusError, assign_speaker_folds
 from paraprobe.io import read_tsv, write_tsv
@@ -155,6 +156,8 @@ def test_csv_fold_column_is_used_as_given(tmp_path):
         ("path,label,speaker,fold\na.wav,happy,A,one\n", "fold 'one' on line 2 is not an integer"),
         ("path,label,speaker,fold\na.wav,happy,A,1\nb.wav,sad,B,0\n", "column 'fold' has value(s) [0] below 1"),
         ("path,label,speaker,fold\na.wav,happy,A,-2\nb.wav,sad,B,0\n", "column 'fold' has value(s) [-2, 0] below 1"),
+        ("path,label,speaker,utt_id\na.wav,happy,A,u1\nb.wav,sad,B, \n", "empty 'utt_id' on line 3"),
+        ("path,label,speaker\n\na.wav,happy,A\n\nb.wav,,B\n", "empty 'label' on line 5"),  # blank lines count
     ],
 )
 def test_csv_errors_name_the_file_and_the_problem(tmp_path, content, message):
@@ -180,10 +183,46 @@ def test_csv_labels_and_speakers_are_stripped_of_surrounding_whitespace(tmp_path
 
 def test_csv_duplicate_utt_id_names_the_id_and_both_lines(tmp_path):
     csv = tmp_path / "list.csv"
-    csv.write_text("path,label,speaker,utt_id\na.wav,happy,A,u\nb.wav,sad,B,v\na.wav,sad,A,u\n")
+    csv.write_text("path,label,speaker,utt_id\na.wav,happy,A,u\nb.wav,sad,B,v\nc.wav,sad,A, u\n")
     with pytest.raises(CorpusError) as raised:
         build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0}))
     assert str(raised.value) == f"{csv}: utterance id 'u' occurs twice ({csv} line 2 and {csv} line 4)"
+
+
+def test_csv_one_recording_under_two_ids_is_an_error(tmp_path):
+    write_tone(tmp_path / "audio" / "a.wav")
+    (tmp_path / "linked.wav").symlink_to(tmp_path / "audio" / "a.wav")
+    csv = tmp_path / "list.csv"
+    for second in ("./audio/a.wav", "linked.wav"):
+        csv.write_text(f"path,label,speaker,utt_id\naudio/a.wav,happy,A,u\nb.wav,sad,B,v\n{second},sad,C,w\n")
+        with pytest.raises(CorpusError) as raised:
+            list_corpus({"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0})
+        assert str(raised.value) == (
+            f"{csv}: lines 2 and 4 list the same audio file {tmp_path / second.removeprefix('./')}; "
+            "list each recording once"
+        )
+
+
+def test_csv_paths_keep_their_symlinks(tmp_path):
+    write_tone(tmp_path / "store" / "a.wav")
+    (tmp_path / "a.wav").symlink_to(tmp_path / "store" / "a.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker\n a.wav ,happy,A\n")
+    listing = list_corpus({"format": "csv", "manifest": str(csv), "folds": 5, "seed": 0})
+    assert [row["path"] for row in listing.candidates] == [str(tmp_path / "a.wav")]
+
+
+def test_csv_speaker_in_two_folds_is_refused_before_any_model_runs(tmp_path):
+    for name in ("a", "b", "c", "d"):
+        write_tone(tmp_path / f"{name}.wav")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,label,speaker,fold\na.wav,x,A,1\nb.wav,y,A,2\nc.wav,x,C,2\nd.wav,y,D,3\n")
+    with pytest.raises(CorpusError) as raised:
+        build_manifest(list_corpus({"format": "csv", "manifest": str(csv), "folds": 3, "seed": 0}))
+    assert str(raised.value) == (
+        f"{csv}: folds are not speaker-independent (1 speakers in several folds: speaker 'A' in folds [1, 2]); "
+        "probing needs every speaker in exactly one fold"
+    )
 
 
 @pytest.mark.parametrize("second_code", ["neu", "ang", "fru"])
@@ -209,6 +248,52 @@ def test_ravdess_same_file_in_two_folders_is_an_error(tmp_path):
     write_tone(tmp_path / "Actor_02" / ravdess_name(4, 1, 1, 1, 2))
     with pytest.raises(CorpusError, match=rf"{tmp_path}: utterance id '{name[:-4]}' occurs twice"):
         build_manifest(list_corpus({**RAVDESS, "root": str(tmp_path)}))
+
+
+def test_ravdess_reads_symlinked_actor_folders_and_upper_case_names(tmp_path):
+    store, root = tmp_path / "store", tmp_path / "ravdess"
+    write_ravdess(store, actors=(1, 2), write_audio=write_empty)
+    root.mkdir()
+    for actor in ("Actor_01", "Actor_02"):
+        (root / actor).symlink_to(store / actor)
+    (root / "Actor_02" / "loop").symlink_to(root)  # a link back up the tree is read once
+    write_empty(root / "Actor_03" / ravdess_name(5, 1, 1, 1, 3).replace(".wav", ".WAV"))
+    listing = list_corpus({**RAVDESS, "root": str(root)})
+    assert Counter(row["speaker"] for row in listing.candidates) == {"Actor_01": 60, "Actor_02": 60, "Actor_03": 1}
+    assert corpus_folds({**RAVDESS, "root": str(root)}) == [1, 2, 3]
+    assert str(root / "Actor_01" / ravdess_design(1)[0]) in {row["path"] for row in listing.candidates}
+
+
+def test_a_file_name_that_is_not_utf8_is_excluded_and_written(tmp_path):
+    root = write_ravdess(tmp_path / "ravdess", actors=(1, 2, 3))
+    (root / "Actor_01" / os.fsdecode(b"notes\xff.wav")).write_bytes(b"")
+    write_manifest({**RAVDESS, "root": str(root)}, tmp_path / "m.tsv", tmp_path / "x.tsv")
+    excluded = read_tsv(tmp_path / "x.tsv")
+    assert excluded["path"].str.endswith("notes\\xff.wav").sum() == 1
+
+
+def test_iemocap_session_without_candidates_is_refused_when_the_manifest_is_built(tmp_path):
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    write_iemocap(root, [("Ses03F_impro01_F000", "fru", True), ("Ses03F_impro01_M000", "xxx", True)])
+    with pytest.raises(CorpusError) as raised:
+        write_manifest({**IEMOCAP, "root": str(root)}, tmp_path / "m.tsv", tmp_path / "x.tsv")
+    assert str(raised.value).startswith(f"{root}: fold 3 has no utterance: the corpus's layout or config gives")
+
+
+def test_iemocap_two_folders_of_one_session_are_an_error(tmp_path):
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    (root / "Session01").mkdir()
+    with pytest.raises(CorpusError, match=r"folders Session01 and Session1 are both session 1"):
+        list_corpus({**IEMOCAP, "root": str(root)})
+
+
+def test_iemocap_audio_without_a_label_line_is_listed_as_excluded(tmp_path):
+    root = write_iemocap(tmp_path / "IEMOCAP_full_release")
+    write_tone(root / "Session1" / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_MXX0.wav")
+    listing = list_corpus({**IEMOCAP, "root": str(root)})
+    assert {"utt_id": "Ses01F_impro01_MXX0", "reason": "no label line in the session's EmoEvaluation files"} in [
+        {key: row[key] for key in ("utt_id", "reason")} for row in listing.excluded
+    ]
 
 
 def single_label_corpus(reader: str, folder: Path) -> tuple[dict, Path]:

@@ -6,6 +6,7 @@ then measures and validates the audio and writes ``manifest.tsv`` and ``excluded
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ class CorpusListing:
         self.listed_at.setdefault(row["utt_id"], []).append((str(listed_at or row["path"]), True))
 
     def exclude(self, reason: str, *, utt_id: str = "", path: str | Path = "", listed_at: str | Path = "") -> None:
-        self.excluded.append({"utt_id": utt_id, "path": str(path), "reason": reason})
+        """A file or utterance left out, and why."""
+        self.excluded.append({"utt_id": utt_id, "path": printable_path(path), "reason": reason})
         if utt_id:
             self.listed_at.setdefault(utt_id, []).append((str(listed_at or path), False))
 
@@ -63,6 +65,12 @@ class CorpusListing:
         raise CorpusError(f"{self.source}: utterance id {utt_id!r} occurs {times} ({' and '.join(places)}){more}")
 
 
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that can be written to a UTF-8 file: bytes of a file name that are not
+    UTF-8 (as some zip tools leave them) are shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
 def assign_speaker_folds(speakers: Iterable[str], num_folds: int, seed: int) -> dict[str, int]:
     """Split speakers at random (from ``seed``) into ``num_folds`` groups of near-equal size.
 
@@ -76,3 +84,20 @@ def assign_speaker_folds(speakers: Iterable[str], num_folds: int, seed: int) -> 
     order = np.random.default_rng(seed).permutation(len(unique))
     groups = np.array_split(order, num_folds)
     return {unique[i]: fold for fold, group in enumerate(groups, start=1) for i in group}
+
+
+def check_speaker_independent_folds(speakers: Iterable[str], folds: Iterable[int], source: str | Path) -> None:
+    """Raise :class:`CorpusError` naming ``source`` when a speaker's utterances lie in more than one fold.
+
+    Cross-validation then tests on speakers seen in training, which the study rules out.
+    """
+    folds_of_speaker: dict[str, set[int]] = {}
+    for speaker, fold in zip(speakers, folds, strict=True):
+        folds_of_speaker.setdefault(str(speaker), set()).add(int(fold))
+    shared = {speaker: sorted(f) for speaker, f in folds_of_speaker.items() if len(f) > 1}
+    if shared:
+        examples = "; ".join(f"speaker {s!r} in folds {f}" for s, f in sorted(shared.items())[:3])
+        raise CorpusError(
+            f"{source}: folds are not speaker-independent ({len(shared)} speakers in several folds: "
+            f"{examples}); probing needs every speaker in exactly one fold"
+        )

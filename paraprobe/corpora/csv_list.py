@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
-from paraprobe.corpora import CorpusError, CorpusListing, assign_speaker_folds
+from paraprobe.corpora import CANDIDATE_COLUMNS, CorpusError, CorpusListing, assign_speaker_folds
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
 
 
+#: Columns stripped of surrounding whitespace (``"neu "`` and ``"neu"`` are one class) and
+#: refused when empty; ``utt_id`` only where the CSV has it.
+_STRIPPED_COLUMNS = (*REQUIRED_COLUMNS, "utt_id")
+
+
 def read_listing_table(manifest: str | Path) -> pd.DataFrame:
-    """The CSV as strings, with its required columns checked and ``label``/``speaker`` stripped of
-    surrounding whitespace (``"neu "`` and ``"neu"`` are one class)."""
+    """The CSV as strings, indexed by line number, blank lines left out; its required columns
+    checked and stripped of surrounding whitespace."""
     manifest = Path(manifest)
     try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        # Blank lines are read as rows and dropped here, so that the index stays the line number.
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except Exception as error:
         raise CorpusError(f"{manifest}: cannot be read as CSV ({error})") from error
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise CorpusError(f"{manifest}: missing column(s) {', '.join(missing)}; need path,label,speaker[,fold]")
-    for column in ("label", "speaker"):
-        table[column] = table[column].str.strip()
-    for column in REQUIRED_COLUMNS:
-        empty = table.index[table[column].str.strip() == ""]
-        if len(empty):
-            raise CorpusError(f"{manifest}: empty {column!r} on line {empty[0] + 2}")
+    table.index = table.index + 2
+    table = table[(table != "").any(axis=1)]
+    for column in _STRIPPED_COLUMNS:
+        if column in table.columns:
+            table[column] = table[column].str.strip()
+            empty = table.index[table[column] == ""]
+            if len(empty):
+                raise CorpusError(f"{manifest}: empty {column!r} on line {empty[0]}")
     return table
 
 
@@ -38,12 +47,12 @@ def _fold_numbers(table: pd.DataFrame, manifest: Path, num_folds: int, seed: int
     folds = pd.to_numeric(table["fold"], errors="coerce")
     bad = folds.index[folds.isna() | (folds != folds.round())]
     if len(bad):
-        raise CorpusError(f"{manifest}: fold {table['fold'][bad[0]]!r} on line {bad[0] + 2} is not an integer")
+        raise CorpusError(f"{manifest}: fold {table['fold'][bad[0]]!r} on line {bad[0]} is not an integer")
     below_one = folds.index[folds < 1]
     if len(below_one):
         values = sorted({int(f) for f in folds[below_one]})
         raise CorpusError(
-            f"{manifest}: column 'fold' has value(s) {values} below 1 (first on line {below_one[0] + 2}); "
+            f"{manifest}: column 'fold' has value(s) {values} below 1 (first on line {below_one[0]}); "
             "folds are numbered from 1"
         )
     return [int(f) for f in folds]
@@ -53,26 +62,36 @@ def list_utterances(manifest: str | Path, *, num_folds: int = 5, seed: int = 0) 
     """Candidates from the CSV; without a fold column speakers go to ``num_folds`` folds by ``seed``."""
     manifest = Path(manifest)
     table = read_listing_table(manifest)
-    base = manifest.parent
-    paths = [(base / p).resolve() for p in table["path"]]
-    if "utt_id" in table.columns:
-        utt_ids = list(table["utt_id"])
-    else:
-        utt_ids = [str(Path(p).with_suffix("")) for p in table["path"]]
-    folds = _fold_numbers(table, manifest, num_folds, seed)
-    extra = [c for c in table.columns if c not in (*REQUIRED_COLUMNS, "fold", "utt_id")]
+    if "utt_id" not in table.columns:
+        table["utt_id"] = [str(Path(p).with_suffix("")) for p in table["path"]]
+    table["fold"] = _fold_numbers(table, manifest, num_folds, seed)
+    table["path"] = [str(audio_path(manifest, p)) for p in table["path"]]
+    check_distinct_files(table, manifest)
+    extra = [c for c in table.columns if c not in CANDIDATE_COLUMNS]
     listing = CorpusListing(source=str(manifest))
-    for i, path in enumerate(paths):
-        row = {
-            "utt_id": utt_ids[i],
-            "path": str(path),
-            "label": table["label"][i],
-            "speaker": table["speaker"][i],
-            "fold": folds[i],
-        }
-        row.update({c: table[c][i] for c in extra})
-        listing.add(row, listed_at=f"{manifest} line {i + 2}")
+    for line, row in zip(table.index, table[[*CANDIDATE_COLUMNS, *extra]].to_dict("records")):
+        listing.add(row, listed_at=f"{manifest} line {line}")
     return listing
+
+
+def audio_path(manifest: Path, listed: str) -> Path:
+    """The absolute path of an audio file the CSV lists (relative to the CSV's folder), with
+    symlinks kept, so that messages and the manifest show the path as the user wrote it."""
+    return Path(os.path.abspath(manifest.parent / listed))
+
+
+def check_distinct_files(table: pd.DataFrame, manifest: Path) -> None:
+    """Raise :class:`CorpusError` naming both lines when two rows list one audio file (after
+    following symlinks): one recording under two ids could be trained and tested on."""
+    first_line: dict[str, int] = {}
+    for line, path in zip(table.index, table["path"]):
+        real = os.path.realpath(path)
+        if real in first_line:
+            raise CorpusError(
+                f"{manifest}: lines {first_line[real]} and {line} list the same audio file {path}; "
+                "list each recording once"
+            )
+        first_line[real] = line
 
 
 def folds(manifest: str | Path, num_folds: int = 5, seed: int = 0) -> list[int]:
@@ -86,4 +105,4 @@ def input_files(manifest: str | Path) -> list[Path]:
     """The CSV and every audio file it lists."""
     manifest = Path(manifest)
     table = read_listing_table(manifest)
-    return [manifest, *((manifest.parent / p).resolve() for p in table["path"])]
+    return [manifest, *(audio_path(manifest, p) for p in table["path"])]

@@ -26,11 +26,14 @@ _SESSION_DIR = re.compile(r"^Session(\d+)$")
 
 def session_dirs(root: Path) -> dict[int, Path]:
     """Session number -> folder, for the ``Session<N>`` folders directly under ``root``."""
-    sessions = {}
-    for child in root.iterdir():
+    sessions: dict[int, Path] = {}
+    for child in sorted(root.iterdir()):
         match = _SESSION_DIR.match(child.name)
         if match and child.is_dir():
-            sessions[int(match.group(1))] = child
+            number = int(match.group(1))
+            if number in sessions:
+                raise CorpusError(f"{root}: folders {sessions[number].name} and {child.name} are both session {number}")
+            sessions[number] = child
     return dict(sorted(sessions.items()))
 
 
@@ -75,6 +78,7 @@ def list_utterances(root: str | Path, require_transcript: bool = True) -> Corpus
         raise CorpusError(f"{root}: no Session<N> folders; is this IEMOCAP_full_release?")
     listing = CorpusListing(source=str(root))
     for session, session_dir in sessions.items():
+        labelled = set()
         transcripts = read_transcripts(session_dir)
         label_files = _visible_txt_files(session_dir / "dialog" / "EmoEvaluation")
         if not label_files:
@@ -82,6 +86,7 @@ def list_utterances(root: str | Path, require_transcript: bool = True) -> Corpus
         for label_file in label_files:
             dialog = label_file.stem
             for number, utt_id, code in read_label_file(label_file):
+                labelled.add(utt_id)
                 wav = session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav"
                 where = f"{label_file} line {number}"
                 if code not in LABELS:
@@ -101,7 +106,15 @@ def list_utterances(root: str | Path, require_transcript: bool = True) -> Corpus
                         },
                         listed_at=where,
                     )
+        for wav in session_wavs(session_dir):
+            if wav.stem not in labelled:
+                listing.exclude("no label line in the session's EmoEvaluation files", utt_id=wav.stem, path=wav)
     return listing
+
+
+def session_wavs(session_dir: Path) -> list[Path]:
+    """The utterance audio files of a session: ``sentences/wav/<dialog>/*.wav``."""
+    return sorted(p for p in (session_dir / "sentences" / "wav").glob("*/*.wav") if not p.name.startswith("._"))
 
 
 def folds(root: str | Path) -> list[int]:
@@ -115,5 +128,5 @@ def input_files(root: str | Path) -> list[Path]:
     for session_dir in session_dirs(Path(root)).values():
         files += _visible_txt_files(session_dir / "dialog" / "EmoEvaluation")
         files += _visible_txt_files(session_dir / "dialog" / "transcriptions")
-        files += sorted(p for p in (session_dir / "sentences" / "wav").glob("*/*.wav") if not p.name.startswith("._"))
+        files += session_wavs(session_dir)
     return files

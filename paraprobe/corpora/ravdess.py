@@ -6,6 +6,7 @@ intensity (01 normal, 02 strong), statement, repetition, actor (odd male, even f
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -27,8 +28,17 @@ _NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 
 
 def audio_files(root: Path) -> list[Path]:
-    """Every ``.wav`` below ``root`` (any depth: unzipped copies nest differently), no ``._*``."""
-    return sorted(p for p in root.rglob("*.wav") if not p.name.startswith("._"))
+    """Every ``.wav`` (any case) below ``root``, no ``._*``: at any depth, since unzipped copies nest
+    differently, and through symlinked folders (a corpus linked into place), each folder once."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            subfolders.clear()
+            continue
+        seen.add(real)
+        files += [Path(folder, name) for name in names if name.lower().endswith(".wav") and not name.startswith("._")]
+    return sorted(files)
 
 
 def actor_of(path: Path) -> str | None:

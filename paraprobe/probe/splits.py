@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from paraprobe.corpora import check_speaker_independent_folds
+
 
 def derive_seed(*keys: int | str) -> int:
     """A 64-bit seed that depends only on ``keys`` (non-negative ints and strings).
@@ -28,23 +30,6 @@ class FoldSplit:
     validation: np.ndarray
     test: np.ndarray
     validation_speakers: tuple[str, ...]
-
-
-def check_speaker_independent_folds(speakers: np.ndarray, folds: np.ndarray, source: str | Path) -> None:
-    """Raise ``ValueError`` naming ``source`` (the manifest) when a speaker's utterances lie in more than one fold.
-
-    Cross-validation then tests on speakers seen in training, which the study rules out.
-    """
-    folds_of_speaker: dict[str, set[int]] = {}
-    for speaker, fold in zip(speakers.tolist(), folds.tolist(), strict=True):
-        folds_of_speaker.setdefault(speaker, set()).add(fold)
-    shared = {speaker: sorted(f) for speaker, f in folds_of_speaker.items() if len(f) > 1}
-    if shared:
-        examples = "; ".join(f"speaker {s!r} in folds {f}" for s, f in sorted(shared.items())[:3])
-        raise ValueError(
-            f"{source}: folds are not speaker-independent ({len(shared)} speakers in several folds: "
-            f"{examples}); probing needs every speaker in exactly one fold"
-        )
 
 
 def fold_split(
