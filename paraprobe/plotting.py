@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from paraprobe.io import atomic_path  # noqa: E402
 
-#: Okabe & Ito (2008) palette, distinguishable under the common colour-vision deficiencies.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+#: Okabe & Ito (2008) palette, distinguishable under the common colour-vision deficiencies;
+#: without its yellow, which is hard to see on white.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
 #: Perceptually uniform, colour-blind-safe colour map for heat maps.
 SEQUENTIAL_CMAP = "cividis"
 

@@ -3,6 +3,12 @@
 Each figure has one panel per (corpus, model): corpora in rows, models in columns, layer
 indices on the x axis. Lines are told apart by colour (Okabe-Ito), marker and dash, so
 they survive colour-vision deficiencies and grey-scale printing.
+
+Where the tables have held-out estimates (``similarity.held_out.enabled``), the figures show
+those: in-sample CCA grows with dimensions per observation, and Fig. 4 and 5 compare values
+computed on very different numbers of observations (windows of each length; frames of each
+emotion), so in-sample differences there are partly sample size. Table 3, set beside the
+paper's, keeps the in-sample values the paper reports.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import pandas as pd
 from paraprobe.io import atomic_path, read_tsv, write_tsv
 from paraprobe.plotting import PALETTE, SEQUENTIAL_CMAP, apply_style, save_figure
 
+# Cycle lengths 7 (PALETTE), 8 and 3 share no factor: the first 168 lines all differ.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-DASHES = ("-", "--", ":", "-.")
+DASHES = ("-", "--", ":")
 METHOD_NAMES = {"cca": "CCA", "svcca": "SVCCA", "pwcca": "PWCCA", "cka": "linear CKA"}
 
 
@@ -70,31 +77,45 @@ def _layer_axis(axis, layers) -> None:
     axis.set_xlabel("layer")
 
 
-def _line_plot(table: pd.DataFrame, series: str, order: Sequence[str], ylabel: str, png_path, zero_line=False):
-    """A line per value of column ``series`` against ``layer``, in every panel, one shared legend."""
+def plotted_column(table: pd.DataFrame) -> str:
+    """``"held_out"`` where ``table`` has held-out estimates, else ``"value"`` (in-sample)."""
+    return "held_out" if "held_out" in table and table["held_out"].notna().any() else "value"
+
+
+def _value_label(column: str, method: str, what: str) -> str:
+    """Axis label: e.g. ``"held-out CCA with features"``."""
+    return f"{'held-out ' if column == 'held_out' else ''}{METHOD_NAMES[method]} {what}"
+
+
+def _line_plot(
+    table: pd.DataFrame, series: str, order: Sequence[str], ylabel: str, png_path, zero_line=False, column="value"
+):
+    """A line per value of column ``series`` (y: ``column``) against ``layer``, in every panel, one
+    shared legend of every line drawn."""
     figure, axes, panels = _panels(table, sharey=True)
+    legend = {}
     for axis, data in panels:
         for position, name in enumerate(order):
             line = data[data[series] == name].sort_values("layer")
             if line.empty:
                 continue
-            axis.plot(
+            legend[name] = axis.plot(
                 line["layer"],
-                line["value"],
+                line[column],
                 color=PALETTE[position % len(PALETTE)],
                 marker=MARKERS[position % len(MARKERS)],
                 linestyle=DASHES[position % len(DASHES)],
                 markersize=3.5,
                 linewidth=1.2,
                 label=name,
-            )
+            )[0]
         if zero_line:
             axis.axhline(0.0, color="0.5", linewidth=0.8, zorder=0)
         _layer_axis(axis, data["layer"])
     for row in axes:
         row[0].set_ylabel(ylabel)
-    handles, labels = panels[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    names = [name for name in order if name in legend]
+    figure.legend([legend[name] for name in names], names, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
     save_figure(figure, png_path)
 
@@ -103,7 +124,8 @@ def plot_feature_similarity(features: pd.DataFrame, png_path: str | Path, method
     """Fig. 2: similarity of each layer with each acoustic feature group."""
     data = _select(features, method).rename(columns={"feature_group": "group"})
     order = list(dict.fromkeys(data["group"]))
-    _line_plot(data, "group", order, f"{METHOD_NAMES[method]} with features", png_path)
+    column = plotted_column(data)
+    _line_plot(data, "group", order, _value_label(column, method, "with features"), png_path, column=column)
 
 
 def plot_layer_similarity(layers: pd.DataFrame, png_path: str | Path, method: str = "cca") -> None:
@@ -112,10 +134,11 @@ def plot_layer_similarity(layers: pd.DataFrame, png_path: str | Path, method: st
     Cell (a, b) is ``similarity(layer a, layer b)``: for PWCCA the weights come from layer a.
     """
     data = _select(layers, method)
+    column = plotted_column(data)
     figure, axes, panels = _panels(data, width=3.0, height=2.8)
     image = None
     for axis, panel in panels:
-        matrix = panel.pivot(index="layer_b", columns="layer_a", values="value").sort_index().sort_index(axis=1)
+        matrix = panel.pivot(index="layer_b", columns="layer_a", values=column).sort_index().sort_index(axis=1)
         image = axis.imshow(matrix.to_numpy(), origin="lower", cmap=SEQUENTIAL_CMAP, vmin=0.0, vmax=1.0)
         axis.set_xticks(np.arange(len(matrix.columns)), [str(layer) for layer in matrix.columns])
         axis.set_yticks(np.arange(len(matrix.index)), [str(layer) for layer in matrix.index])
@@ -125,14 +148,15 @@ def plot_layer_similarity(layers: pd.DataFrame, png_path: str | Path, method: st
     for row in axes:
         row[0].set_ylabel("layer b")
     figure.tight_layout()
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=METHOD_NAMES[method])
+    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=_value_label(column, method, "").strip())
     save_figure(figure, png_path)
 
 
 def plot_hierarchy(hierarchy: pd.DataFrame, png_path: str | Path, method: str = "cca") -> None:
     """Fig. 4: per layer, CCA(phoneme) - CCA(frame) and CCA(word) - CCA(phoneme)."""
     data = _select(hierarchy, method)
-    wide = data.pivot_table(index=["corpus", "model", "layer"], columns="level", values="value", sort=False)
+    column = plotted_column(data)
+    wide = data.pivot_table(index=["corpus", "model", "layer"], columns="level", values=column, sort=False)
     wide = wide.reset_index()
     missing = {"frame", "phoneme", "word"} - set(wide.columns)
     if missing:
@@ -144,15 +168,16 @@ def plot_hierarchy(hierarchy: pd.DataFrame, png_path: str | Path, method: str = 
         ],
         ignore_index=True,
     )[["corpus", "model", "layer", "step", "value"]]
-    name = METHOD_NAMES[method]
-    _line_plot(differences, "step", ["phoneme − frame", "word − phoneme"], f"difference in {name}", png_path, True)
+    ylabel = "difference in " + _value_label(column, method, "").strip()
+    _line_plot(differences, "step", ["phoneme − frame", "word − phoneme"], ylabel, png_path, zero_line=True)
 
 
 def plot_emotion_similarity(emotion: pd.DataFrame, png_path: str | Path, method: str = "cca") -> None:
     """Fig. 5: similarity of each layer with all eGeMAPS descriptors, on the frames of each emotion."""
     data = _select(emotion, method)
     order = sorted(set(data["label"]))
-    _line_plot(data, "label", order, f"{METHOD_NAMES[method]} with eGeMAPS", png_path)
+    column = plotted_column(data)
+    _line_plot(data, "label", order, _value_label(column, method, "with eGeMAPS"), png_path, column=column)
 
 
 #: Figure name -> the function drawing it.

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paraprobe import cca
+from paraprobe import cca, similarity_figures
 from paraprobe.io import read_tsv, write_tsv
 from paraprobe.similarity_figures import collect, draw_figure, layer_table, table3_layers, write_layer_table
 from paraprobe.similarity import (
@@ -385,6 +385,64 @@ def test_figures_are_written_as_png_and_svg(tmp_path, figure, analysis):
     assert "<svg" in svg and "layer" in svg and "FT960 · ravdess" in svg
     with pytest.raises(ValueError, match="no 'pwcca' rows"):
         draw_figure(figure, paths[analysis], corpora, models, png, method="pwcca")
+
+
+def drawn_figure(monkeypatch, figure, table, tmp_path):
+    """The matplotlib figure :func:`draw_figure` makes of ``table`` (one corpus x model per table
+    row group), kept open instead of saved."""
+    kept = []
+    monkeypatch.setattr(similarity_figures, "save_figure", lambda drawn, path: kept.append(drawn))
+    paths, corpora, models = [], [], []
+    for (corpus, model), part in table.groupby(["corpus", "model"], sort=False):
+        paths.append(tmp_path / f"{corpus}_{model}.tsv")
+        write_tsv(part.drop(columns=["corpus", "model"]), paths[-1])
+        corpora.append(corpus)
+        models.append(model)
+    draw_figure(figure, paths, corpora, models, tmp_path / "figure.png")
+    return kept[0]
+
+
+def test_line_figures_draw_held_out_values_and_a_legend_of_every_panels_lines(tmp_path, monkeypatch):
+    rows = [
+        {"corpus": corpus, "model": "PT", "layer": layer, "label": label, "method": "cca"}
+        for corpus, labels in (("iemocap", ("angry", "sad")), ("ravdess", ("angry", "calm", "sad")))
+        for label in labels
+        for layer in (0, 1)
+    ]
+    table = pd.DataFrame(rows).assign(value=0.9, held_out=np.linspace(0.1, 0.2, len(rows)))
+    drawn = drawn_figure(monkeypatch, "fig5_emotion_cca", table, tmp_path)
+    assert [text.get_text() for text in drawn.legends[0].get_texts()] == ["angry", "calm", "sad"]
+    ravdess = drawn.axes[1]
+    assert ravdess.get_title() == "PT · ravdess" and ravdess.get_ylabel() == "held-out CCA with eGeMAPS"
+    calm = table.query("corpus == 'ravdess' and label == 'calm'")["held_out"].tolist()
+    assert [line.get_ydata().tolist() for line in ravdess.lines if line.get_label() == "calm"] == [calm]
+    in_sample = drawn_figure(monkeypatch, "fig5_emotion_cca", table.assign(held_out=np.nan), tmp_path)
+    assert {y for line in in_sample.axes[0].lines for y in line.get_ydata()} == {0.9}
+    assert in_sample.axes[0].get_ylabel() == "CCA with eGeMAPS"
+
+
+def test_hierarchy_figure_draws_differences_of_held_out_values(tmp_path, monkeypatch):
+    levels = {"frame": (0.2, 0.1), "phoneme": (0.4, 0.15), "word": (0.7, 0.12)}  # (in-sample, held out)
+    table = pd.DataFrame(
+        [
+            {
+                "corpus": "iemocap",
+                "model": "PT",
+                "layer": layer,
+                "level": level,
+                "method": "cca",
+                "value": v,
+                "held_out": h,
+            }
+            for layer in (0, 1)
+            for level, (v, h) in levels.items()
+        ]
+    )
+    drawn = drawn_figure(monkeypatch, "fig4_hierarchy", table, tmp_path)
+    differences = {
+        line.get_label(): line.get_ydata().tolist() for line in drawn.axes[0].lines if line.get_label()[0] != "_"
+    }
+    assert differences == {"phoneme − frame": [pytest.approx(0.05)] * 2, "word − phoneme": [pytest.approx(-0.03)] * 2}
 
 
 def test_table3_compares_the_last_two_layers_with_the_middle_ones(tmp_path):
