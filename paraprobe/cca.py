@@ -31,8 +31,11 @@ METHODS = ("cca", "svcca", "pwcca", "cka")
 #: It only needs to make degenerate directions finite: float32 accumulation agrees with
 #: float64 to about 1e-5 even without it. A direction of the correlation matrix with
 #: eigenvalue λ keeps about a fraction λ / (λ + ridge) of its correlation, so 1e-6 leaves every
-#: direction holding more than 1e-4 of a column's variance within 1 % of its value, and sits
-#: far above float16 storage noise (about 1e-8 of a column's power).
+#: direction holding more than 1e-4 of a column's variance within 1 % of its value. The frame
+#: subset is stored in float16 (the file contract), whose rounding adds noise of about 1e-7 of a
+#: value's square, i.e. of (mean^2 + variance): far below the ridge for centred columns, but a
+#: column whose mean is 100x its spread gets noise of about 1e-3 of its variance, and its weaker
+#: directions are then blurred by storage, not by the ridge.
 DEFAULT_RIDGE = 1e-6
 #: SVCCA keeps the leading principal directions holding this fraction of a view's variance.
 DEFAULT_SVCCA_VARIANCE = 0.99

@@ -67,6 +67,8 @@ def paper_corpus(corpus_config: dict) -> str | None:
     kind = PAPER_CORPORA.get(corpus_config["format"])
     if kind == "RAV" and (corpus_config.get("merge_calm") or corpus_config.get("folds", 4) != 4):
         return None
+    if kind == "IEM" and not corpus_config.get("require_transcript", True):
+        return None  # the paper's 5,531 utterances are those with a transcript
     return kind
 
 
@@ -89,7 +91,7 @@ def setting_differences(corpora: dict, models: dict, similarity_methods: list[st
         if paper_corpus(corpus) is None:
             notes.append(
                 f"corpus {name!r} ({corpus['format']}) is not read as the paper's IEMOCAP or RAVDESS "
-                "(4-class IEMOCAP; 8-class RAVDESS with 4 folds)"
+                "(4-class IEMOCAP of the transcribed utterances; 8-class RAVDESS with 4 folds)"
             )
     for name, model in models.items():
         if paper_model(model) is None:

@@ -44,13 +44,18 @@ def test_layer_comparison_reads_either_orientation_of_a_pair():
 
 def test_settings_that_differ_from_the_paper_are_named():
     notes = setting_differences(
-        {**CORPORA, "rav_calm": {"format": "ravdess", "root": "/y", "folds": 4, "merge_calm": True}},
+        {
+            **CORPORA,
+            "rav_calm": {"format": "ravdess", "root": "/y", "folds": 4, "merge_calm": True},
+            "iem_all": {"format": "iemocap", "root": "/x", "require_transcript": False},
+        },
         MODELS,
         ["cca", "cka"],
     )
-    assert len(notes) == 3
+    assert len(notes) == 4
     assert any("'demo' (synthetic)" in n for n in notes)
     assert any("'rav_calm'" in n for n in notes)
+    assert any("'iem_all'" in n for n in notes)
     assert any("'RAND' (random init)" in n for n in notes)
 
 
