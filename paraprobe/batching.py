@@ -151,13 +151,15 @@ def group_normalised_kernels(
     """Per-sequence kernels and biases that compute ``norm(conv(x))`` in one convolution.
 
     Each sequence's GroupNorm statistics cover its first ``valid_steps[b]`` output steps
-    (all of them for None). The convolution is linear, so the mean and mean square of
-    output channel o follow from the input windows' first and second moments (windows of
-    k * C_in values, 10 for wav2vec2's first layer). With a column of ones appended to
-    each window, w_o the flattened kernel with the bias b_o appended, and
-    S = E[window window^T] (whose last row is the mean window),
+    (all of them for None). The convolution is linear, so the mean and variance of output
+    channel o follow from the input windows' mean m and covariance S (windows of k * C_in
+    values, 10 for wav2vec2's first layer). With a one appended to each window and w_o the
+    flattened kernel with the bias b_o appended,
 
-        E[y_o] = w_o . S[-1],    E[y_o^2] = w_o S w_o^T.
+        E[y_o] = w_o . m,    Var[y_o] = w_o S w_o^T,
+
+    and a group's variance is the mean of its channels' variances plus the variance of
+    their means.
 
     The normalisation's scale and shift then fold into the kernel and bias, and a padded
     batch's largest activation (the first layer's output) is written once, instead of
@@ -177,8 +179,8 @@ def group_normalised_kernels(
         For :func:`conv1d_as_matmul`.
 
     Statistics are computed in float32 (partial sums over :data:`STATISTICS_CHUNK_STEPS`
-    steps); the variance is E[y^2] - E[y]^2, exact enough for the near-zero-mean outputs
-    of a convolution of a normalised waveform.
+    steps), from windows centred on their mean: E[y^2] - E[y]^2 would lose a quiet input's
+    variance to rounding when the waveform has an offset (un-normalised models).
     """
     batch = hidden.shape[0]
     out_channels, _, taps = conv.weight.shape
@@ -187,21 +189,30 @@ def group_normalised_kernels(
         out_steps, width = windows.shape[1:]
         if valid_steps is None:
             counts = torch.full((batch,), float(out_steps), device=hidden.device)
+            mask = None
         else:
-            windows *= length_mask(valid_steps, out_steps, hidden.device)[:, :, None]
+            mask = length_mask(valid_steps, out_steps, hidden.device)[:, :, None]
+            windows *= mask
             counts = torch.as_tensor(valid_steps, device=hidden.device, dtype=torch.float32)
+        window_mean = windows.sum(dim=1) / counts[:, None]  # (B, W), 1 in the column of ones
+        windows -= window_mean[:, None]
+        if mask is not None:
+            windows *= mask
         chunks = nn.functional.pad(windows, (0, 0, 0, -out_steps % STATISTICS_CHUNK_STEPS))
         chunks = chunks.view(batch, -1, STATISTICS_CHUNK_STEPS, width)
-        second_moments = (chunks.transpose(2, 3) @ chunks).sum(dim=1) / counts[:, None, None]  # (B, W, W)
+        covariance = (chunks.transpose(2, 3) @ chunks).sum(dim=1) / counts[:, None, None]  # (B, W, W)
         flat = flat_kernel(conv.weight.float()[None], 0, taps)[0].T  # (C_out, k * C_in)
         ones = flat.shape[1]  # the column of ones
         bias = conv.bias.float() if conv.bias is not None else flat.new_zeros(out_channels)
         augmented = nn.functional.pad(torch.cat([flat, bias[:, None]], dim=1), (0, width - ones - 1))
-        mean = second_moments[:, ones] @ augmented.T  # (B, C_out)
-        mean_square = torch.einsum("ok,bkl,ol->bo", augmented, second_moments, augmented)
+        mean = window_mean @ augmented.T  # (B, C_out)
+        variance = torch.einsum("ok,bkl,ol->bo", augmented, covariance, augmented)
         per_group = out_channels // norm.num_groups
-        group_mean = mean.view(batch, norm.num_groups, per_group).mean(dim=2)
-        group_variance = mean_square.view(batch, norm.num_groups, per_group).mean(dim=2) - group_mean.square()
+        channel_means = mean.view(batch, norm.num_groups, per_group)
+        group_mean = channel_means.mean(dim=2)
+        group_variance = variance.view(batch, norm.num_groups, per_group).mean(dim=2) + (
+            channel_means - group_mean[:, :, None]
+        ).square().mean(dim=2)
         scale = torch.rsqrt(group_variance.clamp_min(0) + norm.eps).repeat_interleave(per_group, dim=1)  # (B, C)
         shift = -group_mean.repeat_interleave(per_group, dim=1) * scale
         if norm.affine:

@@ -228,13 +228,20 @@ def test_fourier_convolution_equals_conv1d(taps, padding, groups):
     torch.testing.assert_close(batching.FourierConv1d(conv)(hidden), conv(hidden), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("groups,bias", [(6, False), (2, True)])
-def test_group_norm_folded_into_the_kernels_equals_group_norm_of_each_sequence_alone(groups, bias):
+@pytest.mark.parametrize(
+    "groups,bias,offset,spread",
+    [
+        (6, False, 0.3, 1.0),
+        (2, True, 0.3, 1.0),
+        (6, True, 1.0, 3e-3),  # a quiet, un-normalised waveform with an offset
+    ],
+)
+def test_group_norm_folded_into_the_kernels_equals_group_norm_of_each_sequence_alone(groups, bias, offset, spread):
     rng = torch.Generator().manual_seed(2)
     conv = torch.nn.Conv1d(2, 6, kernel_size=4, stride=3, bias=bias)
     norm = torch.nn.GroupNorm(groups, 6)
     torch.nn.init.normal_(norm.weight, generator=rng), torch.nn.init.normal_(norm.bias, generator=rng)
-    hidden = 0.3 + torch.randn(3, 152, 2, generator=rng)  # (B, T, C_in), padding included
+    hidden = offset + spread * torch.randn(3, 152, 2, generator=rng)  # (B, T, C_in), padding included
     valid_samples = [152, 95, 22]
     valid_steps = [(n - 4) // 3 + 1 for n in valid_samples]
     out = batching.conv1d_as_matmul(hidden, *batching.group_normalised_kernels(hidden, conv, norm, valid_steps), 3)
@@ -325,8 +332,10 @@ def test_file_contract(tmp_path, corpus, checkpoints):
 def test_ids_that_look_like_numbers_are_kept_exactly(tmp_path, checkpoints):
     audio = tmp_path / "audio"
     audio.mkdir()
-    rows = [utterance_row(audio, utt_id, 3_200, label, i) for i, (utt_id, label) in
-            enumerate([("0001", "1"), ("010", "01"), ("1", "1"), ("1e3", "01")])]
+    rows = [
+        utterance_row(audio, utt_id, 3_200, label, i)
+        for i, (utt_id, label) in enumerate([("0001", "1"), ("010", "01"), ("1", "1"), ("1e3", "01")])
+    ]
     write_manifest(tmp_path / "manifest.tsv", rows)
     single, parts = tmp_path / "single.h5", [tmp_path / f"part{k}.h5" for k in range(2)]
     extract_embeddings(tmp_path / "manifest.tsv", checkpoints["group"], single, settings(batch_seconds=0))
@@ -337,6 +346,37 @@ def test_ids_that_look_like_numbers_are_kept_exactly(tmp_path, checkpoints):
         data, _ = read_all(output)
         assert [u.decode() for u in data["utt_id"]] == ["0001", "010", "1", "1e3"]
         assert [s.decode() for s in data["sha1"]] == [row["sha1"] for row in rows]
+
+
+def test_an_utterance_shorter_than_the_models_receptive_field_is_named(tmp_path):
+    wide = save_checkpoint(tmp_path / "wide", tiny_config("wav2vec2", conv_kernel=(40, 3, 3, 3, 3, 2, 2)))
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rows = [utterance_row(audio, "long", 3_200, "a", 0), utterance_row(audio, "short", 420, "b", 1)]
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    with pytest.raises(ValueError) as raised:
+        extract_embeddings(tmp_path / "manifest.tsv", wide, tmp_path / "out.h5", settings())
+    assert str(raised.value) == (
+        f"{tmp_path / 'manifest.tsv'}: utterance short (420 samples) is shorter than {tmp_path / 'wide'}'s "
+        "receptive field (430 samples), so it has no frame; 1 such utterance(s)"
+    )
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_checkpoint_saved_in_half_precision_extracts_in_float32(tmp_path, corpus, checkpoints):
+    manifest, _ = corpus
+    torch.manual_seed(0)
+    model = AutoModel.from_config(tiny_config("wav2vec2", **KINDS["layer"]))
+    model.save_pretrained(tmp_path / "full")
+    model.half().save_pretrained(tmp_path / "half")
+    for name in ("full", "half"):
+        Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(tmp_path / name)
+        extract_embeddings(manifest, {"id": str(tmp_path / name)}, tmp_path / f"{name}.h5", settings())
+    full, _ = read_all(tmp_path / "full.h5")
+    half, _ = read_all(tmp_path / "half.h5")
+    assert half["pooled/layer_02"].dtype == np.float32
+    # The same weights, rounded to float16 once: close, computed in float32 all the same.
+    np.testing.assert_allclose(half["pooled/layer_02"], full["pooled/layer_02"], rtol=0.05, atol=0.05)
 
 
 def test_frame_subset_is_stratified_deterministic_and_stable_as_the_corpus_grows():
