@@ -66,7 +66,7 @@ from paraprobe.embedding_store import (
     raw_locations,
     reusable_rows,
 )
-from paraprobe.framing import hop_samples, num_model_frames
+from paraprobe.framing import hop_samples, num_model_frames, receptive_field_samples
 from paraprobe.io import atomic_path
 from paraprobe.manifest import read_manifest
 from paraprobe.models import InputSettings, ModelInfo, load_model, resolve_device
@@ -555,6 +555,10 @@ class EmbeddingExtractor:
         self.settings = settings
         self.logger = logger or logging.getLogger("paraprobe")
         self.device = resolve_device(settings.device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # CUDA events (when pooled rows and staged inputs are ready) are recorded on the
+            # current device's stream: that must be the one that computes, e.g. cuda:1.
+            torch.cuda.set_device(self.device)
         torch.set_num_threads(settings.threads)
         self.model, self.inputs, self.info = load_model(model_cfg, self.device)
         self.budget_samples = batch_budget_samples(settings.batch_seconds, self.device, self.model.config)
@@ -604,6 +608,13 @@ class EmbeddingExtractor:
         keep_frames = frame_subset(manifest, self.settings.frame_utterances, self.settings.frame_seed)[rows]
         num_frames = np.array([num_model_frames(n, info.conv_kernel, info.conv_stride) for n in num_samples[rows]])
         utt_ids, sha1s = manifest["utt_id"].to_numpy()[rows], manifest["sha1"].to_numpy()[rows]
+        if (num_frames == 0).any():
+            short = int(np.flatnonzero(num_frames == 0)[0])
+            raise ValueError(
+                f"{manifest_path}: utterance {utt_ids[short]} ({num_samples[rows][short]} samples) is shorter than "
+                f"{info.name}'s receptive field ({receptive_field_samples(info.conv_kernel, info.conv_stride)} "
+                f"samples), so it has no frame; {int((num_frames == 0).sum())} such utterance(s)"
+            )
         here, there = reusable_rows(previous_path, attributes, utt_ids, sha1s, keep_frames, logger)
         local = np.full(len(manifest), -1, dtype=np.int64)  # manifest row -> row of this file
         local[rows] = np.arange(len(rows))

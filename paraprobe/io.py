@@ -15,16 +15,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     The rename is atomic on POSIX file systems, so readers see either the old file
-    or the complete new one. On an exception the temporary file is removed.
+    or the complete new one. The file's data reach the disk before the rename, and the rename
+    before the return, so that after a crash of the machine a file under its final name is
+    complete. On an exception the temporary file is removed.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
         yield temporary
+        _fsync(temporary)
         os.replace(temporary, final)
+        _fsync(final.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_tsv(frame: pd.DataFrame, path: str | Path) -> None:

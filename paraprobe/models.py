@@ -31,9 +31,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import try_to_load_from_cache
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import file_exists, try_to_load_from_cache
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, Wav2Vec2FeatureExtractor
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME
+from transformers.utils import (
+    FEATURE_EXTRACTOR_NAME,
+    SAFE_WEIGHTS_INDEX_NAME,
+    SAFE_WEIGHTS_NAME,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+)
 
 from paraprobe.audio import TARGET_SAMPLE_RATE
 from paraprobe.framing import hop_samples
@@ -268,6 +275,9 @@ def pretrained_model(model_cfg: dict) -> torch.nn.Module:
                 source,
                 revision=revision,
                 trust_remote_code=False,
+                # float32 whatever the checkpoint was saved in: the forward pass (and a GPU's
+                # autocast, if asked for) is set up for float32 weights.
+                dtype=torch.float32,
                 output_loading_info=True,
                 # Shape mismatches come back in loading_info and are refused below, naming the
                 # checkpoint and the weights, instead of transformers' generic RuntimeError.
@@ -388,16 +398,48 @@ def resolved_revision(source: str, revision: str | None) -> str:
     return Path(cached).parent.name if isinstance(cached, str) else ""
 
 
+def has_preprocessor_config(source: str, revision: str | None) -> bool:
+    """Whether a checkpoint has a ``preprocessor_config.json``: in its local directory, by the
+    Hugging Face cache's record, or by asking the hub.
+
+    Raises :class:`CheckpointNotAvailableError` when that cannot be known (offline, and the cache
+    has no record of the file either way), rather than guessing the input normalisation.
+    """
+    if Path(source).is_dir():
+        return (Path(source) / FEATURE_EXTRACTOR_NAME).is_file()
+    cached = try_to_load_from_cache(source, FEATURE_EXTRACTOR_NAME, revision=revision or "main")
+    if cached is not None:
+        return isinstance(cached, str)  # not a path: the cache's record that the hub has no such file
+    revision_note = f" --revision {revision}" if revision else ""
+    how = (
+        f"it says whether the model expects normalised audio: download it with "
+        f"`hf download {source} {FEATURE_EXTRACTOR_NAME}{revision_note}`, or set the model's `id` to a local "
+        "directory holding the checkpoint"
+    )
+    if hub_constants.is_offline_mode():
+        raise CheckpointNotAvailableError(
+            f"{FEATURE_EXTRACTOR_NAME} of {source} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: {how}"
+        )
+    try:
+        return file_exists(source, FEATURE_EXTRACTOR_NAME, revision=revision)
+    except Exception as error:  # noqa: BLE001 - any hub failure means the same to the user
+        raise CheckpointNotAvailableError(
+            f"could not ask the hub whether {source} has a {FEATURE_EXTRACTOR_NAME} ({type(error).__name__}): {how}"
+        ) from error
+
+
 def pretrained_input_settings(source: str, revision: str | None) -> InputSettings:
     """Sampling rate and normalisation from the checkpoint's ``preprocessor_config.json``.
 
     A checkpoint without one gets ``Wav2Vec2FeatureExtractor``'s defaults (16 kHz,
     normalised), with a warning: those are what ``pipeline`` would use for it.
     """
-    try:
+    if has_preprocessor_config(source, revision):
         extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision, trust_remote_code=False)
-    except OSError:
-        logger.warning("%s has no preprocessor_config.json; using Wav2Vec2FeatureExtractor defaults", source)
+    else:
+        logger.warning(
+            "%s has no %s; using Wav2Vec2FeatureExtractor defaults (16 kHz, normalised)", source, FEATURE_EXTRACTOR_NAME
+        )
         extractor = Wav2Vec2FeatureExtractor()
     if not hasattr(extractor, "do_normalize"):
         raise UnsupportedModelError(

@@ -251,6 +251,12 @@ report = {}
 _, _, info = load_model({"id": "org/tiny"})
 report["revision"] = info.revision
 report["layers"] = num_transformer_layers({"id": "org/tiny"})
+_, inputs, _ = load_model({"id": "org/known-without-preprocessor"})
+report["known_without"] = inputs.do_normalize
+try:
+    load_model({"id": "org/unknown-preprocessor"})
+except CheckpointNotAvailableError as error:
+    report["unknown"] = str(error)
 for call in (load_model, num_transformer_layers):
     try:
         call({"id": "facebook/wav2vec2-base"})
@@ -263,13 +269,18 @@ print(json.dumps(report))
 def test_offline_hub_models_come_from_the_cache_or_a_one_line_error(tmp_path):
     """With HF_HUB_OFFLINE=1, a cached checkpoint loads with its commit; a missing one says how to get it."""
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--org--tiny"
-    snapshot = repo / "snapshots" / commit
     model, _, _ = load_model(RANDOM)
-    model.save_pretrained(snapshot)
-    Wav2Vec2FeatureExtractor().save_pretrained(snapshot)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    for name in ("tiny", "known-without-preprocessor", "unknown-preprocessor"):
+        repo = tmp_path / "hub" / f"models--org--{name}"
+        snapshot = repo / "snapshots" / commit
+        model.save_pretrained(snapshot)
+        if name == "tiny":
+            Wav2Vec2FeatureExtractor().save_pretrained(snapshot)
+        elif name == "known-without-preprocessor":  # the cache's record of a file the hub does not have
+            (repo / ".no_exist" / commit).mkdir(parents=True)
+            (repo / ".no_exist" / commit / "preprocessor_config.json").touch()
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
     environment = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -283,6 +294,13 @@ def test_offline_hub_models_come_from_the_cache_or_a_one_line_error(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["revision"] == commit and report["layers"] == 3
+    assert report["known_without"] is True  # Wav2Vec2FeatureExtractor's default, with a warning
+    assert report["unknown"] == (
+        "preprocessor_config.json of org/unknown-preprocessor is not in the local Hugging Face cache and "
+        "HF_HUB_OFFLINE=1: it says whether the model expects normalised audio: download it with "
+        "`hf download org/unknown-preprocessor preprocessor_config.json`, or set the model's `id` to a local "
+        "directory holding the checkpoint"
+    )
     for call in ("load_model", "num_transformer_layers"):
         message = report[call]
         assert "\n" not in message
