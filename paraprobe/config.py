@@ -126,6 +126,30 @@ def check_names(config: dict) -> None:
         )
 
 
+def check_combinations(config: dict) -> None:
+    """Raise :class:`ConfigError` for settings that are each valid but do not work together:
+
+    * ``extraction.shards`` > 1 with ``batch_seconds: auto`` on a GPU: each shard job would size
+      its batches from its own GPU's free memory, but the shards share one plan of the corpus's
+      batches, so their parts would not fit together (the merge would refuse them, after all the
+      extraction);
+    * a ``revision`` on a model whose ``id`` is a local directory: a revision selects a commit of
+      a Hugging Face hub repository, and a directory has one version only.
+    """
+    extraction = config["extraction"]
+    if extraction["shards"] > 1 and extraction["batch_seconds"] == "auto" and extraction["device"] != "cpu":
+        raise ConfigError(
+            f"extraction.batch_seconds: 'auto' on a GPU sizes batches from each job's free GPU memory, and the "
+            f"{extraction['shards']} extraction.shards must plan the same batches; give a number of seconds"
+        )
+    for name, model in config["models"].items():
+        if model.get("revision") and "id" in model and Path(str(model["id"])).expanduser().is_dir():
+            raise ConfigError(
+                f"models.{name}.revision: {model['id']} is a local directory, which has no revisions "
+                "(a revision selects a commit of a Hugging Face hub id); remove the revision or use the hub id"
+            )
+
+
 #: The path key each corpus format reads, and whether it names a folder.
 CORPUS_PATH_KEYS = {"iemocap": ("root", True), "ravdess": ("root", True), "csv": ("manifest", False)}
 

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 from paraprobe.acoustic_columns import FEATURE_SETS, check_acoustic_config
 from paraprobe.config import (
     apply_user_config,
+    check_combinations,
     check_names,
     check_paths,
     check_schema,
@@ -39,6 +40,7 @@ validate(config, schema="../schemas/config.schema.yaml")  # fills in the default
 check_paths(config)
 check_acoustic_config(config["acoustic"])
 check_names(config)
+check_combinations(config)
 # Config reaches jobs through params, compared by repr: key order must not count.
 sort_mapping_keys(config)
 

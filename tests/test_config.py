@@ -11,6 +11,7 @@ from conftest import REPO, snakemake
 from paraprobe.config import (
     ConfigError,
     apply_user_config,
+    check_combinations,
     check_names,
     check_paths,
     check_schema,
@@ -209,6 +210,34 @@ def test_names_the_config_refers_to_must_exist(change, message):
     with pytest.raises(ConfigError) as raised:
         check_names(config)
     assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_shards_with_batches_sized_by_each_gpu_are_refused(device):
+    config = demo_config()
+    update_config(config, {"extraction": {"shards": 2, "device": device}})
+    validate(config, SCHEMA)
+    with pytest.raises(ConfigError, match=r"^extraction.batch_seconds: 'auto' on a GPU sizes batches from each job's"):
+        check_combinations(config)
+    for fine in ({"batch_seconds": 60}, {"shards": 1}, {"device": "cpu"}):
+        allowed = copy.deepcopy(config)
+        update_config(allowed, {"extraction": fine})
+        check_combinations(allowed)
+
+
+def test_a_revision_of_a_local_checkpoint_directory_is_refused(tmp_path):
+    config = demo_config()
+    config["models"] = {"mine": {"id": str(tmp_path), "revision": "main"}}
+    validate(config, SCHEMA)
+    with pytest.raises(ConfigError) as raised:
+        check_combinations(config)
+    assert str(raised.value) == (
+        f"models.mine.revision: {tmp_path} is a local directory, which has no revisions (a revision selects a "
+        "commit of a Hugging Face hub id); remove the revision or use the hub id"
+    )
+    config["models"]["hub"] = {"id": "facebook/wav2vec2-base", "revision": "main"}
+    del config["models"]["mine"]
+    check_combinations(config)
 
 
 def test_a_key_given_twice_in_a_config_file_is_refused_with_its_line(tmp_path):
