@@ -186,6 +186,19 @@ def test_load_pooled_layers_checks_the_manifest_order(tmp_path):
         load_pooled_layers(embeddings_path, utt_ids[::-1])
 
 
+def test_load_pooled_layers_refuses_vectors_that_are_not_finite(tmp_path):
+    manifest_path, embeddings_path = write_planted_files(tmp_path)
+    utt_ids = read_tsv(manifest_path)["utt_id"].tolist()
+    with h5py.File(embeddings_path, "a") as h5:
+        h5["pooled/layer_02"][7, 3] = np.nan
+        h5["pooled/layer_03"][9, 0] = np.inf
+    with pytest.raises(ValueError) as raised:
+        load_pooled_layers(embeddings_path, utt_ids)
+    assert str(raised.value).startswith(
+        f"{embeddings_path}: pooled/layer_02 of utterance utt0007 is not finite (NaN or inf), as are 1 more"
+    )
+
+
 # --- training ----------------------------------------------------------------------------------
 
 
@@ -421,6 +434,21 @@ def test_fold_job_errors_name_the_manifest(tmp_path, fold, changes, message):
     with pytest.raises(ValueError) as raised:
         probe_fold(tmp_path, ["average"], [0], fold, changes)
     assert str(raised.value).startswith(message.format(manifest=manifest, excluded=tmp_path / "excluded.tsv"))
+
+
+def test_classes_missing_from_a_folds_test_or_training_rows_are_warned_about(tmp_path, caplog):
+    labels, speakers, folds, _ = planted_corpus()
+    names = np.array(["angry", "happy", "neutral", "sad"])[labels]
+    # no "sad" in fold 1 (the test fold); "happy" only in fold 1 (never trained on when it is tested)
+    relabelled = np.where((folds == 1) & (names == "sad"), "angry", names)
+    relabelled = np.where((folds != 1) & (relabelled == "happy"), "neutral", relabelled)
+    with caplog.at_level(logging.WARNING, logger="paraprobe"):
+        probe_fold(tmp_path, ["average"], [0, 1], manifest_changes={"label": relabelled})
+    assert [record.getMessage() for record in caplog.records if record.levelname == "WARNING"] == [
+        "fold 1: no test utterance of class(es) sad: its UA averages the other classes' recall",
+        "fold 1, seed 0: no training utterance of class(es) happy: never predicted, recall 0",
+        "fold 1, seed 1: no training utterance of class(es) happy: never predicted, recall 0",
+    ]
 
 
 def test_same_config_and_seed_give_identical_files(tmp_path, planted_fold):

@@ -69,6 +69,29 @@ def configure_torch(device: str, threads: int | None) -> torch.device:
     return torch.device(device)
 
 
+def warn_missing_classes(
+    labels: list[str], targets: np.ndarray, splits: Sequence[FoldSplit], seeds: Sequence[int], fold: int, logger
+) -> None:
+    """Log a warning for each class absent from the fold's test rows or a seed's training rows.
+
+    A class never trained on is never predicted (recall 0 where it is tested); a class absent
+    from the test rows leaves this fold's UA a mean over fewer classes than the other folds'.
+    """
+
+    def missing(rows: np.ndarray) -> str:
+        return ", ".join(labels[c] for c in sorted(set(range(len(labels))) - set(targets[rows].tolist())))
+
+    if absent := missing(splits[0].test):
+        logger.warning(
+            "fold %d: no test utterance of class(es) %s: its UA averages the other classes' recall", fold, absent
+        )
+    for seed, split in zip(seeds, splits, strict=True):
+        if absent := missing(split.train):
+            logger.warning(
+                "fold %d, seed %d: no training utterance of class(es) %s: never predicted, recall 0", fold, seed, absent
+            )
+
+
 def _run_record(
     results: ProbeResults, probe: int, true: np.ndarray, num_classes: int, seed: int, split: FoldSplit
 ) -> dict:
@@ -154,6 +177,7 @@ def run_probe_fold(
     start = time.perf_counter()
     speakers, folds = manifest["speaker"].to_numpy(), manifest["fold"].to_numpy()
     splits = [fold_split(speakers, folds, fold, validation_share, seed, source=manifest_path) for seed in seeds]
+    warn_missing_classes(labels, targets, splits, seeds, fold, logger)
     # every seed is a run of one batched computation, each standardised with its own training rows
     inputs = build_probe_inputs(layers, [split.train for split in splits], list(json_paths), device=torch_device)
     del layers
@@ -185,6 +209,6 @@ def run_probe_fold(
     for name, path in json_paths.items():
         record = fold_record(corpus, model, name, fold, labels, runs[name], int(split.test.size))
         with atomic_path(path) as temporary:
-            temporary.write_text(json.dumps(record, indent=1) + "\n")
+            temporary.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
     if layer_weights_path is not None:
         write_tsv(pd.DataFrame(weight_rows), layer_weights_path)

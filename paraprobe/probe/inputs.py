@@ -162,4 +162,13 @@ def load_pooled_layers(path: str | Path, utt_ids: Sequence[str]) -> np.ndarray:
         indices = sorted(i for i in (layer_index(key) for key in h5["pooled"]) if i is not None)
         if indices != list(range(len(indices))) or len(indices) < 3:
             raise ValueError(f"{path}: pooled layers must be layer_00..layer_LL with L >= 2, found {indices}")
-        return np.stack([h5["pooled"][layer_name(i)][()].astype(np.float32, copy=False) for i in indices])
+        layers = np.stack([h5["pooled"][layer_name(i)][()].astype(np.float32, copy=False) for i in indices])
+    bad = ~np.isfinite(layers).all(axis=2)  # (L + 1, N)
+    if bad.any():
+        layer, row = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{path}: pooled/{layer_name(int(layer))} of utterance {utt_ids[row]} is not finite (NaN or inf), "
+            f"as are {int(bad.sum()) - 1} more (layer, utterance) vectors; a probe cannot learn from them "
+            "(half-precision overflow in extraction? try extraction.half_precision: false)"
+        )
+    return layers
