@@ -107,7 +107,14 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
         error = jsonschema.exceptions.best_match(errors)
         key = ".".join(map(str, error.absolute_path)) or "the config's top level"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{key}: {error.message}{more}")
+        hint = ""
+        if error.validator == "type" and isinstance(error.instance, str) and len(error.absolute_path) > 1:
+            if not isinstance(yaml.safe_load(error.instance), str):
+                hint = (
+                    "; Snakemake reads values nested in --config (e.g. probe={patience: 5}) as text: "
+                    "give nested values in a --configfile"
+                )
+        raise ConfigError(f"{key}: {error.message}{more}{hint}")
 
 
 def check_names(config: dict) -> None:

@@ -68,18 +68,34 @@ class Progress:
         return ", ".join(parts)
 
 
+#: Libraries that keep their log records from the root logger (``propagate = False``); the job's
+#: log file is attached to them directly.
+_NON_PROPAGATING_LOGGERS = ("transformers",)
+
+
 def setup_job_logging(log_path: str | None) -> logging.Logger:
-    """Send the ``paraprobe`` logger to a job's log file (and stderr), once per process."""
+    """Send a job's logging to its log file (and stderr), once per process; return paraprobe's logger.
+
+    paraprobe's messages from INFO up; other libraries' warnings and Python warnings
+    (``warnings.warn``) too, so that the log file holds everything that explains a job.
+    """
     logger = logging.getLogger("paraprobe")
     logger.setLevel(logging.INFO)
-    if not logger.handlers:
+    root = logging.getLogger()
+    if not getattr(root, "paraprobe_job_logging", False):
+        root.paraprobe_job_logging = True
         formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
         handlers: list[logging.Handler] = [logging.StreamHandler()]
         if log_path:
             handlers.append(logging.FileHandler(log_path, mode="w"))
         for handler in handlers:
             handler.setFormatter(formatter)
-            logger.addHandler(handler)
+            root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+        for name in _NON_PROPAGATING_LOGGERS:  # they print to stderr themselves
+            for handler in handlers[1:]:
+                logging.getLogger(name).addHandler(handler)
+        logging.captureWarnings(True)
         _log_uncaught_errors(logger)
     return logger
 

@@ -155,6 +155,41 @@ def test_a_job_reports_an_input_error_in_one_line_and_a_bug_with_its_traceback(t
     assert f"ERROR {name}: " in log.read_text() and f"ERROR {name}: " in result.stderr
 
 
+def test_a_number_given_as_text_says_where_that_comes_from():
+    config = demo_config()
+    config["probe"] = {"patience": "5"}  # as --config "probe={patience: 5}" gives it
+    with pytest.raises(ConfigError) as raised:
+        check_schema(config, SCHEMA)
+    assert str(raised.value) == (
+        "probe.patience: '5' is not of type 'integer'; Snakemake reads values nested in --config "
+        "(e.g. probe={patience: 5}) as text: give nested values in a --configfile"
+    )
+    config["probe"] = {"device": 5}
+    with pytest.raises(ConfigError, match=r"^probe.device: 5 is not of type 'string'$"):
+        check_schema(config, SCHEMA)
+
+
+def test_a_jobs_log_holds_python_warnings_and_other_libraries_warnings(tmp_path):
+    log = tmp_path / "job.log"
+    script = (
+        "import logging, warnings\n"
+        "from paraprobe.progress import setup_job_logging\n"
+        f"logger = setup_job_logging({str(log)!r})\n"
+        "setup_job_logging(None)\n"  # a second call adds nothing
+        "logger.info('paraprobe info')\n"
+        "warnings.warn('a python warning')\n"
+        "logging.getLogger('transformers').propagate = False\n"  # as transformers sets it
+        "logging.getLogger('transformers.modeling_utils').warning('a transformers warning')\n"
+        "logging.getLogger('other').info('another library chatting')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    text = log.read_text()
+    for line in ("INFO paraprobe info", "UserWarning: a python warning", "WARNING a transformers warning"):
+        assert text.count(line) == 1, (line, text)
+    assert "another library chatting" not in text
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
