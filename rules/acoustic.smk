@@ -21,7 +21,9 @@ rule extract_acoustic:
         "../envs/acoustic.yaml"
     threads: config["acoustic"]["threads"]
     resources:
-        mem_mb=lambda wildcards, threads: 1000 + 300 * threads,
+        mem_mb=memory_per_attempt(
+            lambda wildcards, input, threads: 1000 + 300 * threads
+        ),
         runtime=runtime_from_audio(
             lambda wildcards, threads: ACOUSTIC_RATE_PER_THREAD * threads,
             ACOUSTIC_OVERHEAD_MINUTES,

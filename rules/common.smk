@@ -19,6 +19,7 @@ from paraprobe.config import (
 from paraprobe.manifest import corpus_folds as folds_of_corpus
 from paraprobe.manifest import (
     corpus_input_files,
+    read_manifest,
     synthetic_audio_root,
     total_audio_hours,
 )
@@ -85,23 +86,48 @@ def gpus_requested(device):
     return int(device.startswith("cuda"))
 
 
-def runtime_from_audio(audio_rate, overhead_minutes):
+def runtime_from_audio(audio_rate, overhead_minutes, audio_share=None):
     """A ``runtime`` resource (minutes) sized from the corpus's audio, for a job with a manifest input.
 
     ``audio_rate`` is the audio seconds of the corpus the job gets through per wall-clock
-    second, planned low: a number, or a function (wildcards, threads) -> number. A retry
-    (``attempt`` n, with --retries) asks for n times the first attempt's time. Snakemake
-    evaluates the callable once the manifest exists, so it also works at plan time.
+    second, planned low: a number, or a function (wildcards, threads) -> number.
+    ``audio_share`` (manifest path -> fraction) is the share of the audio the job reads, all of
+    it by default. A retry (``attempt`` n, with --retries) asks for n times the first attempt's
+    time. Snakemake evaluates the callable once the manifest exists, so it also works at plan time.
     """
 
     def runtime(wildcards, input, threads, attempt):
         rate = audio_rate(wildcards, threads) if callable(audio_rate) else audio_rate
+        share = audio_share(input.manifest) if audio_share else 1.0
         minutes = (
-            overhead_minutes + total_audio_hours(input.manifest) * 3600 / rate / 60
+            overhead_minutes
+            + share * total_audio_hours(input.manifest) * 3600 / rate / 60
         )
         return attempt * math.ceil(minutes)
 
     return runtime
+
+
+def frame_subset_share(manifest):
+    """The share of a corpus's utterances whose frames the embeddings keep
+    (``extraction.frames.utterances``): what the frame-level jobs read, about as much of its audio.
+    """
+    utterances = config["extraction"]["frames"]["utterances"]
+    if utterances == "all":
+        return 1.0
+    return min(1.0, utterances / len(read_manifest(manifest, ["utt_id"])))
+
+
+def memory_per_attempt(mem_mb):
+    """A ``mem_mb`` resource that grows with the attempt (--retries), so that a job killed for
+    memory is not resubmitted with the same request: ``mem_mb`` a number, or a function of
+    (wildcards, input, threads)."""
+
+    def memory(wildcards, input, threads, attempt):
+        base = mem_mb(wildcards, input, threads) if callable(mem_mb) else mem_mb
+        return attempt * base
+
+    return memory
 
 
 def corpus_inputs(wildcards):

@@ -14,7 +14,7 @@ embeddings_targets = partial(expand, EMBEDDINGS, corpus=CORPORA, model=MODELS)
 
 # Resources of an extraction job; runtime from the manifest's total audio.
 extraction_resources = dict(
-    mem_mb=EXTRACTION["mem_mb"],
+    mem_mb=memory_per_attempt(EXTRACTION["mem_mb"]),
     runtime=runtime_from_audio(
         lambda wildcards, threads: planning_rate(
             model_num_layers(wildcards.model), EXTRACTION["device"], threads, SHARDS

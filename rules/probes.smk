@@ -31,7 +31,7 @@ for _num_layers, _models in models_by_num_layers().items():
             "../envs/probe.yaml"
         threads: config["probe"]["threads"]
         resources:
-            mem_mb=probe_fold_mem_mb,
+            mem_mb=memory_per_attempt(probe_fold_mem_mb),
             runtime=240,
             gpu=gpus_requested(config["probe"]["device"]),
         params:

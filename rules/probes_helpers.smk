@@ -40,7 +40,7 @@ def probe_fold_settings(wildcards):
     )
 
 
-def probe_fold_mem_mb(wildcards, input):
+def probe_fold_mem_mb(wildcards, input, threads):
     """A fold job's memory (MB): the pooled layers and one standardised copy per seed (the
     seeds train together); the file also holds float16 frames, so its size bounds the
     pooled layers'."""

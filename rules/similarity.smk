@@ -20,6 +20,9 @@ SIMILARITY_MODELS = [model for corpus in CORPORA for model in MODELS]
 # with the number of hidden-state pairs. Plus a few minutes to load and derive.
 SIMILARITY_RATE_PER_THREAD = 0.15
 SIMILARITY_OVERHEAD_MINUTES = 10
+# On a GPU (similarity.device: cuda) the products run at least this many times faster than
+# on the job's CPU threads (README: about 2 min against 25 on 2 cores), planned low too.
+SIMILARITY_GPU_SPEEDUP = 10
 
 # The stage's final files for `rule all` (a partial, not a def: snakemake --lint wants
 # functions out of rule files).
@@ -55,16 +58,27 @@ rule similarity:
     threads: config["similarity"]["threads"]
     resources:
         # 12 layers x 768 dims + 40 acoustic columns: about 2.5 GB, 5 GB with held-out.
-        mem_mb=8000,
+        mem_mb=memory_per_attempt(8000),
         runtime=runtime_from_audio(
             lambda wildcards, threads: SIMILARITY_RATE_PER_THREAD
             * threads
+            * (
+                SIMILARITY_GPU_SPEEDUP
+                if gpus_requested(config["similarity"]["device"])
+                else 1
+            )
             * (13 / (model_num_layers(wildcards.model) + 1)) ** 2,
             SIMILARITY_OVERHEAD_MINUTES,
+            audio_share=frame_subset_share,
         ),
         gpu=gpus_requested(config["similarity"]["device"]),
     params:
-        settings=config["similarity"],
+        # Not `threads`: how fast, not what (as for every stage's threads), so no rerun.
+        settings={
+            key: value
+            for key, value in config["similarity"].items()
+            if key != "threads"
+        },
         groups=config["acoustic"]["groups"],
     script:
         "../workflow_scripts/similarity.py"

@@ -16,6 +16,7 @@ from snakemake.utils import update_config
 
 from conftest import REPO, PlannedJob, planned_jobs, snakemake
 from corpus_trees import write_tone
+from paraprobe.io import read_tsv
 from paraprobe.manifest import total_audio_hours, write_manifest
 
 pytestmark = pytest.mark.workflow
@@ -151,6 +152,20 @@ def test_new_model_plans_its_own_jobs_and_the_aggregates(demo_run, tmp_path):
     audio_seconds = total_audio_hours(demo_run / "demo" / "manifest.tsv") * 3600
     planned_seconds = audio_seconds / (0.5 * extraction.threads * 3)
     assert int(extraction.resources["runtime"]) == 10 + int(np.ceil(planned_seconds / 60))
+
+
+def test_thread_counts_plan_nothing(demo_run, tmp_path):
+    threads = {section: {"threads": 1} for section in ("extraction", "acoustic", "probe", "similarity")}
+    assert dry_run(demo_run.parent, "--configfile", configfile(tmp_path, threads)) == []
+
+
+def test_similarity_runtime_follows_the_frames_it_reads(demo_run, tmp_path):
+    (job,) = [job for job in dry_run(demo_run.parent, "--forcerun", "similarity") if job.rule == "similarity"]
+    manifest = demo_run / "demo" / "manifest.tsv"
+    share = demo_config()["extraction"]["frames"]["utterances"] / len(read_tsv(manifest))
+    rate = 0.15 * job.threads * (13 / 5) ** 2  # the demo's model: 4 layers, 5 hidden states
+    planned_seconds = share * total_audio_hours(manifest) * 3600 / rate
+    assert 0 < share < 1 and int(job.resources["runtime"]) == 10 + int(np.ceil(planned_seconds / 60))
 
 
 def test_feature_group_plans_only_similarity_and_what_reads_it(demo_run, tmp_path):
