@@ -8,9 +8,12 @@ lines up with row ``f`` of the model's frame-level hidden states:
 ``egemaps``
     The 25 eGeMAPSv02 low-level descriptors from the ``opensmile`` package
     (``FeatureSet.eGeMAPSv02``, ``FeatureLevel.LowLevelDescriptors``), with openSMILE's
-    values kept as they are: F0, jitter, shimmer, HNR, H1-H2 and H1-A3 are 0 on unvoiced
-    frames (the formant descriptors, despite their ``_sma3nz`` names, are not zeroed
-    in openSMILE's LLD output).
+    values kept as they are but one: F0, jitter, shimmer, HNR, H1-H2 and H1-A3 are 0 on
+    unvoiced frames (the formant frequencies and bandwidths, despite their ``_sma3nz``
+    names, are not zeroed in openSMILE's LLD output). The formants' amplitudes relative to
+    F0 (``F1amplitudeLogRelF0_sma3nz`` ...) are -201 in openSMILE's output where there is no
+    F0, and its 3-frame smoothing blends that into the first and last frame of each voiced
+    stretch: they are set to 0 on those frames too (:data:`F0_RELATIVE_COLUMNS`).
 ``mfcc``
     13 MFCCs ``mfcc0`` ... ``mfcc12`` (HTK conventions, as openSMILE's ``MFCC12_0``
     configuration: 25 ms Hamming window every 10 ms, pre-emphasis 0.97, 512-point power
@@ -19,10 +22,11 @@ lines up with row ``f`` of the model's frame-level hidden states:
     agrees with openSMILE's own MFCC component to a few thousandths
     (tests/test_acoustic.py) while giving exact frame positions.
 
-A model frame is voiced when every 10 ms frame it pools has F0 > 0 (two of them for
-wav2vec2): the pitch descriptors are 0 on unvoiced frames, so requiring all of them,
-not a majority or any, keeps those zeros out of the averages that voiced-only
-analyses use. Values that openSMILE leaves undefined (NaN,
+A model frame is voiced when every 10 ms frame it pools has F0 > 0 and is not the first or
+last of a voiced stretch (two 10 ms frames for wav2vec2): the pitch descriptors are 0 on
+unvoiced frames, and the F0-relative amplitudes on the edges of a voiced stretch, so
+requiring all of them, not a majority or any, keeps those zeros out of the averages that
+voiced-only analyses use. Values that openSMILE leaves undefined (NaN,
 e.g. a file shorter than its 60 ms pitch window) are replaced by 0, as openSMILE itself
 does for unvoiced frames, and counted per column in the files' ``nonfinite_replaced``
 attribute; no NaN or infinity leaves this module.
@@ -64,7 +68,7 @@ from paraprobe.acoustic_columns import (
     MFCC,
     MFCC_NUM_COEFFICIENTS,
 )
-from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
+from paraprobe.audio import RESAMPLING_DESCRIPTION, TARGET_SAMPLE_RATE, load_audio
 from paraprobe.framing import (
     WAV2VEC2_CONV_KERNEL,
     WAV2VEC2_CONV_STRIDE,
@@ -119,7 +123,14 @@ POOLING_DESCRIPTION = (
     "[j*hop + (receptive_field - hop)/2, + hop) samples; the nearest 10 ms frame where "
     "none does (paraprobe.framing.pool_to_model_frames)"
 )
-VOICED_RULE = f"voiced iff every pooled 10 ms frame has {F0_COLUMN} > 0"
+VOICED_RULE = (
+    f"voiced iff every pooled 10 ms frame has {F0_COLUMN} > 0, as do the frames before and after it "
+    "(openSMILE's 3-frame smoothing mixes the unvoiced value of the F0-relative amplitudes into the "
+    "edges of a voiced stretch)"
+)
+#: Descriptors relative to F0 that openSMILE sets to -201 where there is no F0 (and smooths
+#: into the neighbouring voiced frames); 0 here wherever a frame is not inside a voiced stretch.
+F0_RELATIVE_COLUMNS = [f"F{n}amplitudeLogRelF0_sma3nz" for n in (1, 2, 3)]
 
 
 @dataclass
@@ -254,6 +265,14 @@ def _replace_nonfinite(values: np.ndarray) -> np.ndarray:
     return nonfinite.sum(axis=0).astype(np.int64)
 
 
+def inside_voiced_stretches(voiced: np.ndarray) -> np.ndarray:
+    """(K,) bool: the 10 ms frames with F0 > 0 (``voiced``) whose neighbours have F0 > 0 too
+    (an utterance's ends count as voiced), i.e. voiced frames that are not the first or last
+    of their voiced stretch."""
+    padded = np.concatenate([[True], voiced, [True]])
+    return voiced & padded[:-2] & padded[2:]
+
+
 def utterance_features(
     samples: np.ndarray,
     conv_kernel: Sequence[int] = WAV2VEC2_CONV_KERNEL,
@@ -273,7 +292,8 @@ def utterance_features(
     egemaps_values, starts = egemaps_lld(samples)
     egemaps_replaced = _replace_nonfinite(egemaps_values)
     in_pitch_window = EGEMAPS_WINDOW_SAMPLES == EGEMAPS_PITCH_WINDOW_SAMPLES
-    voiced_10ms = egemaps_values[:, EGEMAPS_COLUMNS.index(F0_COLUMN)] > 0
+    voiced_10ms = inside_voiced_stretches(egemaps_values[:, EGEMAPS_COLUMNS.index(F0_COLUMN)] > 0)
+    egemaps_values[np.ix_(~voiced_10ms, [EGEMAPS_COLUMNS.index(c) for c in F0_RELATIVE_COLUMNS])] = 0.0
     pooled_egemaps = np.empty((num_model_frames(num_samples, conv_kernel, conv_stride), in_pitch_window.size))
     pooled_egemaps[:, ~in_pitch_window] = pool_to_model_frames(
         egemaps_values[:, ~in_pitch_window],
@@ -424,6 +444,7 @@ def extract_acoustic(
         "conv_kernel": np.asarray(conv_kernel, dtype=np.int64),
         "conv_stride": np.asarray(conv_stride, dtype=np.int64),
         "sample_rate_hz": TARGET_SAMPLE_RATE,
+        "resampling": RESAMPLING_DESCRIPTION,
         "pooling": POOLING_DESCRIPTION,
         "voiced_rule": VOICED_RULE,
     }

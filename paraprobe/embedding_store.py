@@ -20,7 +20,7 @@ import numpy as np
 #: Bumped whenever the layout or the meaning of a stored number changes; older files are not reused.
 FORMAT_VERSION = 1
 #: Attributes that must match for a previous file's rows to be reused.
-IDENTITY_ATTRIBUTES = ("format_version", "model_fingerprint", "do_normalize", "precision")
+IDENTITY_ATTRIBUTES = ("format_version", "model_fingerprint", "do_normalize", "precision", "resampling")
 #: Attributes of a shard's part file only.
 SHARD_ATTRIBUTES = ("shard_index", "num_shards")
 #: Bytes one copy block may hold per dataset.

@@ -53,7 +53,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from paraprobe import __version__
-from paraprobe.audio import TARGET_SAMPLE_RATE, load_audio
+from paraprobe.audio import RESAMPLING_DESCRIPTION, TARGET_SAMPLE_RATE, load_audio
 from paraprobe.batching import ExactBatching, assign_to_shards, plan_batches
 from paraprobe.embedding_store import (
     FORMAT_VERSION,
@@ -524,6 +524,7 @@ def file_attributes(info: ModelInfo, inputs: InputSettings, precision: str, sett
         "conv_stride": np.asarray(info.conv_stride, dtype=np.int64),
         "feat_extract_norm": info.feat_extract_norm,
         "sampling_rate": inputs.sampling_rate,
+        "resampling": RESAMPLING_DESCRIPTION,
         "do_normalize": inputs.do_normalize,
         "normalization": (
             "zero mean, unit variance per utterance (Wav2Vec2FeatureExtractor)" if inputs.do_normalize else "none"

@@ -160,6 +160,19 @@ def test_voicing_mask_and_loudness_line_up_with_the_vowel():
     assert 0.5 < loud_centres.min() < 0.53 and 1.47 < loud_centres.max() < 1.5
 
 
+def test_f0_relative_amplitudes_hold_no_unvoiced_placeholder():
+    # openSMILE writes -201 where there is no F0 and smooths it into each voiced stretch's edges.
+    noise = 1e-4 * np.random.default_rng(1).standard_normal(SR // 2).astype(np.float32)
+    vowels = [harmonic_vowel(150.0, 0.5), noise, harmonic_vowel(200.0, 0.5, seed=1)]
+    features = utterance_features(np.concatenate([noise, *vowels, noise]))
+    assert features.voiced.sum() >= 45  # of the 50 frames inside the two vowels
+    for column in [f"F{n}amplitudeLogRelF0_sma3nz" for n in (1, 2, 3)]:
+        values = features.values[EGEMAPS][:, EGEMAPS_COLUMNS.index(column)]
+        assert values.min() > -50, column  # nowhere the -201 placeholder, nor a blend of it
+        # a voiced frame: no blend of -201 (which gave about -27 dB here); the vowels' own lie above -5 dB
+        assert values[features.voiced].min() > -15, column
+
+
 def test_full_scale_samples_do_not_wrap_around():
     # openSMILE converts samples * 32768 to int16, where +1.0 would wrap to -32768.
     square = np.sign(np.sin(2 * np.pi * 100 * np.arange(SR) / SR)).astype(np.float32)

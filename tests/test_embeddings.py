@@ -574,6 +574,18 @@ def test_reuse_needs_the_same_model(tmp_path, corpus, checkpoints):
     assert (summary.reused, summary.computed) == (0, 12)
 
 
+def test_reuse_needs_the_same_resampling(tmp_path, corpus, checkpoints):
+    manifest, _ = corpus
+    output = tmp_path / "out.h5"
+    extract_embeddings(manifest, checkpoints["group"], output, settings())
+    summary = extract_embeddings(manifest, checkpoints["group"], output, settings(), previous_path=output)
+    assert (summary.reused, summary.computed) == (12, 0)
+    with h5py.File(output, "a") as h5:
+        h5.attrs["resampling"] = "an earlier resampler"
+    summary = extract_embeddings(manifest, checkpoints["group"], output, settings(), previous_path=output)
+    assert (summary.reused, summary.computed) == (0, 12)
+
+
 def test_interrupted_job_leaves_the_previous_file_and_nothing_partial(tmp_path, corpus, checkpoints, monkeypatch):
     manifest, rows = corpus
     output = tmp_path / "embeddings" / "out.h5"
