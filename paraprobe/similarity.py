@@ -571,6 +571,30 @@ class AcousticFile:
         return self.handle["voiced"][self.rows(utt_id)].astype(bool)
 
 
+#: Attributes that fix a file's frame grid: the model's convolutions (acoustic.conv_kernel and
+#: conv_stride for the acoustic files).
+FRAME_GRID_ATTRIBUTES = ("conv_kernel", "conv_stride")
+
+
+def check_same_frame_grid(embeddings: h5py.File, embeddings_path: str | Path, sets: Mapping[str, AcousticFile]) -> None:
+    """Raise ValueError naming both files when an acoustic file was pooled onto another frame grid
+    than the model's (another receptive field or hop: set acoustic.conv_kernel and conv_stride to
+    the model's); equal frame counts alone would not show it."""
+    for acoustic in sets.values():
+        for key in FRAME_GRID_ATTRIBUTES:
+            model_value, acoustic_value = embeddings.attrs.get(key), acoustic.handle.attrs.get(key)
+            if (
+                model_value is not None
+                and acoustic_value is not None
+                and not np.array_equal(model_value, acoustic_value)
+            ):
+                raise ValueError(
+                    f"{acoustic.path}: {key} {np.asarray(acoustic_value).tolist()} differs from the model's "
+                    f"{np.asarray(model_value).tolist()} in "
+                    f"{embeddings_path}: its frames are not the model's (set acoustic.{key} to the model's)"
+                )
+
+
 def resolve_feature_columns(names: Sequence[str], sets: Mapping[str, AcousticFile]) -> list[tuple[str, int]]:
     """Which acoustic file and column each feature name is: ``(set, column index)``.
 
@@ -628,6 +652,7 @@ def accumulate(
             "egemaps": AcousticFile(inputs.egemaps, egemaps_handle),
             "mfcc": AcousticFile(inputs.mfcc, mfcc_handle),
         }
+        check_same_frame_grid(embeddings, inputs.embeddings, sets)
         utt_ids, offsets, layers = _embedding_frames(embeddings, inputs.embeddings)
         num_hidden_states = len(layers)
         layout = ColumnLayout.build(num_hidden_states, layers[0].shape[1], groups, settings.reference_group)

@@ -290,6 +290,22 @@ def test_frame_count_mismatch_names_the_utterance_and_both_files(tmp_path):
         run(corpus, tmp_path)
 
 
+def test_acoustic_features_on_another_frame_grid_are_refused(corpus, tmp_path):
+    wav2vec2 = {"conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2]}
+    for path in (corpus.inputs.embeddings, corpus.inputs.egemaps, corpus.inputs.mfcc):
+        with h5py.File(path, "a") as handle:
+            handle.attrs.update(wav2vec2)
+    run(corpus, tmp_path)  # the same grid
+    with h5py.File(corpus.inputs.mfcc, "a") as handle:
+        handle.attrs["conv_kernel"] = [11, 3, 3, 3, 3, 2, 2]  # another receptive field, the same hop
+    with pytest.raises(ValueError) as raised:
+        run(corpus, tmp_path)
+    assert str(raised.value) == (
+        f"{corpus.inputs.mfcc}: conv_kernel [11, 3, 3, 3, 3, 2, 2] differs from the model's [10, 3, 3, 3, 3, 2, 2] "
+        f"in {corpus.inputs.embeddings}: its frames are not the model's (set acoustic.conv_kernel to the model's)"
+    )
+
+
 def test_missing_layer_in_the_embeddings_is_named(corpus, tmp_path):
     with h5py.File(corpus.inputs.embeddings, "a") as handle:
         del handle["frames/layer_02"]
