@@ -226,14 +226,12 @@ def random_init_config(model_cfg: dict) -> PretrainedConfig:
     try:
         config = AutoConfig.for_model(architecture)
     except ValueError as error:
-        raise UnsupportedModelError(
-            f"models: architecture {architecture!r} is not a transformers model_type"
-        ) from error
-    check_waveform_encoder(config, f"models: architecture {architecture!r}")  # refused while planning
+        raise UnsupportedModelError(f"architecture {architecture!r} is not a transformers model_type") from error
+    check_waveform_encoder(config, f"architecture {architecture!r}")  # refused while planning
     overrides = model_cfg.get("config") or {}
     unknown = sorted(key for key in overrides if not hasattr(config, key))
     if unknown:
-        raise UnsupportedModelError(f"models: config keys {unknown} are not fields of the {architecture} config")
+        raise UnsupportedModelError(f"config keys {unknown} are not fields of the {architecture} config")
     for key, value in overrides.items():
         setattr(config, key, value)
     return config

@@ -419,7 +419,7 @@ class PassStatistics:
         tables = {}
         for name, keys in TABLE_KEYS.items():
             tables[name] = pd.DataFrame(rows[name], columns=keys + VALUE_COLUMNS)
-            _warn_low_ratio(name, tables[name], keys)
+            _warn_low_ratio(name, tables[name], keys, self.settings.held_out)
         return tables
 
     def _feature_rows(self, frames) -> list[dict]:
@@ -518,20 +518,21 @@ def _layer_block(index: int) -> str:
     return f"layer_{index:02d}"
 
 
-def _warn_low_ratio(name: str, table: pd.DataFrame, keys: list[str]) -> None:
+def _warn_low_ratio(name: str, table: pd.DataFrame, keys: list[str], held_out: bool) -> None:
     low = table[table["frames_per_dim"] < LOW_FRAMES_PER_DIM].drop_duplicates(keys)
     if len(low):
         worst = low.loc[low["frames_per_dim"].idxmin()]
         where = ", ".join(f"{key} {worst[key]}" for key in keys)
         logger.warning(
             "%s: %d of %d comparisons have fewer than %g frames per dimension (lowest %.2f at %s); "
-            "in-sample CCA is biased upward there: see the held_out column (similarity.held_out.enabled)",
+            "in-sample CCA is biased upward there: %s",
             name,
             len(low),
             len(table.drop_duplicates(keys)),
             LOW_FRAMES_PER_DIM,
             worst["frames_per_dim"],
             where,
+            "see the held_out column" if held_out else "enable similarity.held_out for held-out estimates",
         )
 
 

@@ -143,7 +143,7 @@ def plot_layer_similarity(layers: pd.DataFrame, png_path: str | Path, method: st
         axis.set_xticks(np.arange(len(matrix.columns)), [str(layer) for layer in matrix.columns])
         axis.set_yticks(np.arange(len(matrix.index)), [str(layer) for layer in matrix.index])
         axis.set_xlabel("layer a")
-        axis.tick_params(labelsize=6)
+        axis.tick_params(labelsize=7)
         axis.spines[["top", "right"]].set_visible(True)
     for row in axes:
         row[0].set_ylabel("layer b")

@@ -16,6 +16,7 @@ from paraprobe.config import (
     check_unique_keys,
     sort_mapping_keys,
 )
+from paraprobe.corpora import CorpusError
 from paraprobe.manifest import corpus_folds as folds_of_corpus
 from paraprobe.manifest import (
     corpus_input_files,
@@ -23,7 +24,12 @@ from paraprobe.manifest import (
     synthetic_audio_root,
     total_audio_hours,
 )
-from paraprobe.model_configs import num_transformer_layers
+from paraprobe.model_configs import (
+    CheckpointNotAvailableError,
+    InvalidCheckpointError,
+    UnsupportedModelError,
+    num_transformer_layers,
+)
 
 check_unique_keys(
     [
@@ -66,13 +72,23 @@ def model_config(model):
 # Cached: it walks the corpus tree (7,000 files for the paper), and planning asks per model.
 @functools.cache
 def corpus_folds(corpus):
-    """Fold numbers of a corpus, known before its manifest exists."""
-    return folds_of_corpus(corpus_config(corpus))
+    """Fold numbers of a corpus, known before its manifest exists; an error names the corpus."""
+    try:
+        return folds_of_corpus(corpus_config(corpus))
+    except CorpusError as error:
+        raise CorpusError(f"corpora.{corpus}: {error}") from None
 
 
 def model_num_layers(model):
-    """Transformer layers L of a model (hidden states layer_00..layer_LL)."""
-    return num_transformer_layers(model_config(model))
+    """Transformer layers L of a model (hidden states layer_00..layer_LL); an error names the model."""
+    try:
+        return num_transformer_layers(model_config(model))
+    except (
+        CheckpointNotAvailableError,
+        InvalidCheckpointError,
+        UnsupportedModelError,
+    ) as error:
+        raise type(error)(f"models.{model}: {error}") from None
 
 
 def manifest_path(corpus):

@@ -141,6 +141,18 @@ def test_workflow_refuses_a_bad_config_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_dry_run_refuses_a_corpus_root_that_is_not_the_corpus_and_names_a_bad_model(tmp_path):
+    (tmp_path / "downloads" / "IEMOCAP_full_release").mkdir(parents=True)  # the folder above the corpus
+    corpora = {"iem": {"format": "iemocap", "root": str(tmp_path / "downloads")}}
+    result = snakemake_dry_run(tmp_path, {"corpora": corpora, "models": demo_config()["models"]})
+    assert result.returncode != 0
+    assert f"corpora.iem: {tmp_path / 'downloads'}: no Session<N> folders" in result.stdout + result.stderr
+    models = {"RAND": {"init": "random", "architecture": "wav2vec3"}}
+    result = snakemake_dry_run(tmp_path, {"corpora": demo_config()["corpora"], "models": models})
+    assert result.returncode != 0
+    assert "models.RAND: architecture 'wav2vec3' is not a transformers model_type" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "error, traceback_shown",
     [("paraprobe.config.ConfigError('corpora.x.root: folder /x does not exist')", False), ("KeyError('bug')", True)],

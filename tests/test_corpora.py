@@ -107,6 +107,14 @@ def test_ravdess_names_outside_its_codes_are_excluded_with_the_reason(tmp_path):
     }
 
 
+def test_planning_a_tree_without_the_corpus_is_an_error_naming_it(tmp_path):
+    write_tone(tmp_path / "Session1" / "sentences" / "wav" / "Ses01F_impro01" / "Ses01F_impro01_F000.wav")
+    with pytest.raises(CorpusError, match=rf"^{tmp_path}: no RAVDESS speech file \(Actor_XX/"):
+        corpus_folds({**RAVDESS, "root": str(tmp_path)})  # an IEMOCAP tree read as RAVDESS
+    with pytest.raises(CorpusError, match=rf"^{tmp_path / 'Session1'}: no Session<N> folders"):
+        corpus_folds({**IEMOCAP, "root": str(tmp_path / "Session1")})
+
+
 def test_ravdess_merge_calm(ravdess_root):
     labels = Counter(
         r["label"] for r in list_corpus({**RAVDESS, "root": str(ravdess_root), "merge_calm": True}).candidates

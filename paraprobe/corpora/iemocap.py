@@ -25,7 +25,8 @@ _SESSION_DIR = re.compile(r"^Session(\d+)$")
 
 
 def session_dirs(root: Path) -> dict[int, Path]:
-    """Session number -> folder, for the ``Session<N>`` folders directly under ``root``."""
+    """Session number -> folder, for the ``Session<N>`` folders directly under ``root``; raises
+    :class:`CorpusError` when there is none (while planning, so a wrong root stops ``snakemake -n``)."""
     sessions: dict[int, Path] = {}
     for child in sorted(root.iterdir()):
         match = _SESSION_DIR.match(child.name)
@@ -34,6 +35,8 @@ def session_dirs(root: Path) -> dict[int, Path]:
             if number in sessions:
                 raise CorpusError(f"{root}: folders {sessions[number].name} and {child.name} are both session {number}")
             sessions[number] = child
+    if not sessions:
+        raise CorpusError(f"{root}: no Session<N> folders; is this IEMOCAP_full_release?")
     return dict(sorted(sessions.items()))
 
 
@@ -74,8 +77,6 @@ def list_utterances(root: str | Path, require_transcript: bool = True) -> Corpus
     """Candidates of the 4-class set; other labels and untranscribed utterances are excluded."""
     root = Path(root).resolve()
     sessions = session_dirs(root)
-    if not sessions:
-        raise CorpusError(f"{root}: no Session<N> folders; is this IEMOCAP_full_release?")
     listing = CorpusListing(source=str(root))
     for session, session_dir in sessions.items():
         labelled = set()

@@ -102,6 +102,12 @@ def list_utterances(root: str | Path, *, num_folds: int = 4, seed: int = 0, merg
 
 
 def folds(root: str | Path, num_folds: int = 4) -> list[int]:
-    """The folds a tree yields: ``num_folds``, or fewer when it has fewer actors."""
+    """The folds a tree yields: ``num_folds``, or fewer when it has fewer actors; raises
+    :class:`CorpusError` when it has no speech file (while planning, so a wrong root stops
+    ``snakemake -n``)."""
     actors = {actor_of(p) for p in audio_files(Path(root))} - {None}
+    if not actors:
+        raise CorpusError(
+            f"{Path(root).resolve()}: no RAVDESS speech file (Actor_XX/03-01-EE-II-SS-RR-AA.wav) below it"
+        )
     return list(range(1, min(num_folds, len(actors)) + 1))
