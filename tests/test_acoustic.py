@@ -374,6 +374,10 @@ def test_extract_acoustic_writes_the_contract(tmp_path):
             assert single["voiced"].dtype == bool and single["voiced"].shape == (offsets[-1],)
             assert np.all(np.isfinite(single["values"][:]))
             assert single.attrs["frame_rate_hz"] == 50.0
+            # the frame grid, which the similarity job compares with the embeddings'
+            assert single.attrs["conv_kernel"].tolist() == [10, 3, 3, 3, 3, 2, 2]
+            assert single.attrs["conv_stride"].tolist() == [5, 2, 2, 2, 2, 2, 2]
+            assert (single.attrs["hop_samples"], single.attrs["receptive_field_samples"]) == (320, 400)
             groups = json.loads(single.attrs["feature_groups"])
             assert groups == {group: list(cols) for group, cols in INTRINSIC_GROUPS[name].items()}
             # The first utterance's rows are its features; the worker pool changes nothing.

@@ -18,12 +18,13 @@ import soundfile
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
 
-from paraprobe.audio import BadAudioError, load_audio
+from paraprobe.audio import RESAMPLING_DESCRIPTION, BadAudioError, load_audio
 from paraprobe import batching
 from paraprobe.batching import EXACT_BATCHING_MODEL_TYPES, FEATURE_ENCODER_MODES, assign_to_shards, plan_batches
 from paraprobe import embedding_store
 from paraprobe.embeddings import (
     BatchInputs,
+    batch_budget_samples,
     ExtractionSettings,
     LayerPooler,
     decoded_batches,
@@ -324,6 +325,10 @@ def test_file_contract(tmp_path, corpus, checkpoints):
     assert attributes["revision"] == ""
     assert attributes["num_layers"] == 2 and attributes["hidden_size"] == 32
     assert attributes["frame_rate_hz"] == 50.0
+    # the frame grid, which the similarity job compares with the acoustic files'
+    assert attributes["conv_kernel"].tolist() == [10, 3, 3, 3, 3, 2, 2]
+    assert attributes["conv_stride"].tolist() == [5, 2, 2, 2, 2, 2, 2]
+    assert attributes["resampling"] == RESAMPLING_DESCRIPTION
     assert attributes["do_normalize"] and attributes["precision"] == "float32"
     assert attributes["frames_utterances"] == "4" and attributes["frames_seed"] == 3
     assert len(attributes["model_fingerprint"]) == 40
@@ -474,7 +479,26 @@ def test_planning_rate_scales_with_layers_device_threads_and_shards():
     assert planning_rate(12, "cuda", 2, 1) == PLANNING_RATE_PER_GPU == 200.0
 
 
+def test_auto_batch_budget_follows_free_gpu_memory_up_to_its_cap(monkeypatch):
+    config = tiny_config("wav2vec2")
+    assert batch_budget_samples(1.5, torch.device("cpu"), config) == 24_000
+    assert batch_budget_samples("auto", torch.device("cpu"), config) == 30 * RATE
+    free = {"bytes": 0}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * 2**30))
+    budgets = []
+    for gib in (0.1, 0.2, 0.4, 10_000):
+        free["bytes"] = int(gib * 2**30)
+        budgets.append(batch_budget_samples("auto", torch.device("cuda"), config))
+    assert budgets[1] == pytest.approx(2 * budgets[0], abs=1) and budgets[2] == pytest.approx(4 * budgets[0], abs=2)
+    assert budgets[3] == 600 * RATE  # the cap
+    # a model with wider layers gets fewer seconds from the same memory
+    free["bytes"] = int(0.1 * 2**30)
+    assert batch_budget_samples("auto", torch.device("cuda"), tiny_config("wav2vec2", hidden_size=64)) < budgets[0]
+
+
 def test_shards_balance_batch_costs():
+    # By hand: 5 -> shard 0, 4 -> 1, 3 -> 1 (4 < 5), 3 -> 0 (5 < 7), 2 -> 1 (7 < 8), 1 -> 0: loads 9 and 9.
+    np.testing.assert_array_equal(assign_to_shards([5, 4, 3, 3, 2, 1], 2), [0, 1, 1, 0, 1, 0])
     costs = np.random.default_rng(0).uniform(1, 10, size=40)
     owner = assign_to_shards(costs, 3)
     loads = np.bincount(owner, weights=costs, minlength=3)

@@ -262,6 +262,22 @@ def test_voiced_only_keeps_voiced_frames(corpus, tmp_path):
     assert (tables["hierarchy"].query("level == 'phoneme'")["n_frames"] == phoneme_windows).all()
 
 
+def held_out_cca(x_fit, y_fit, x_score, y_score) -> float:
+    """Mean held-out canonical correlation, computed directly: CCA directions from whitened SVD
+    of the fit rows, then the Pearson correlation of each pair of variates on the score rows."""
+
+    def inverse_root(covariance):
+        values, vectors = np.linalg.eigh(covariance)
+        return vectors @ np.diag(values**-0.5) @ vectors.T
+
+    x_fit, y_fit = x_fit - x_fit.mean(0), y_fit - y_fit.mean(0)
+    wx, wy = inverse_root(x_fit.T @ x_fit), inverse_root(y_fit.T @ y_fit)
+    u, _, vt = np.linalg.svd(wx @ (x_fit.T @ y_fit) @ wy)
+    k = min(x_fit.shape[1], y_fit.shape[1])
+    a, b = wx @ u[:, :k], wy @ vt.T[:, :k]
+    return float(np.mean([np.corrcoef(x_score @ a[:, i], y_score @ b[:, i])[0, 1] for i in range(k)]))
+
+
 def test_held_out_column_when_enabled(corpus, tmp_path):
     tables = run(corpus, tmp_path, held_out=True, held_out_fraction=0.3)
     features = tables["features"]
@@ -270,8 +286,16 @@ def test_held_out_column_when_enabled(corpus, tmp_path):
     assert features.loc[features["method"] == "cka", "held_out"].isna().all()
     # In-sample values still use every frame.
     assert (features["n_frames"] == int(corpus.frames[corpus.in_subset].sum())).all()
-    # The fake layers carry real signal about all features: held-out CCA stays clearly positive.
-    assert value(features, "cca", layer=0, feature_group="egemaps_all")["held_out"] > 0.2
+    # The held-out share: 3 of the 9 utterances with frames, chosen by the seed (0).
+    subset = np.flatnonzero(corpus.in_subset)
+    scored = set(subset[np.random.default_rng(0).choice(len(subset), size=3, replace=False)])
+    rows = np.concatenate([np.full(corpus.frames[i], i in scored) for i in subset])
+    names = EGEMAPS_COLUMNS
+    for layer in (0, 2):
+        x, y = corpus.layer_frames(layer), corpus.feature_frames(names)
+        expected = held_out_cca(x[~rows], y[~rows], x[rows], y[rows])
+        got = value(features, "cca", layer=layer, feature_group="egemaps_all")
+        assert got["held_out"] == pytest.approx(expected, abs=1e-4) and got["held_out"] != got["value"]
 
 
 def test_few_frames_per_dimension_is_warned_about(corpus, tmp_path, caplog):
