@@ -583,6 +583,8 @@ def test_rerun_computes_only_new_and_changed_utterances_and_equals_a_fresh_run(
             rerun_data[f"frames/{name}"].astype(float), fresh_data[f"frames/{name}"].astype(float), rtol=1e-3, atol=1e-3
         )
     assert rerun_attributes.keys() == fresh_attributes.keys()
+    for key, value in fresh_attributes.items():
+        np.testing.assert_array_equal(rerun_attributes[key], value, err_msg=key)
 
     sizes.clear()
     again = extract_embeddings(manifest, checkpoints["group"], output, options, previous_path=output)
