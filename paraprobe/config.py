@@ -109,7 +109,11 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         hint = ""
         if error.validator == "type" and isinstance(error.instance, str) and len(error.absolute_path) > 1:
-            if not isinstance(yaml.safe_load(error.instance), str):
+            try:
+                parsed = yaml.safe_load(error.instance)
+            except yaml.YAMLError:
+                parsed = error.instance
+            if not isinstance(parsed, str):
                 hint = (
                     "; Snakemake reads values nested in --config (e.g. probe={patience: 5}) as text: "
                     "give nested values in a --configfile"
@@ -136,7 +140,7 @@ def check_names(config: dict) -> None:
 def check_combinations(config: dict) -> None:
     """Raise :class:`ConfigError` for settings that are each valid but do not work together:
 
-    * ``extraction.shards`` > 1 with ``batch_seconds: auto`` on a GPU: each shard job would size
+    * ``extraction.shards`` > 1 with ``batch_seconds: auto`` on a GPU (``device`` cuda or auto): each shard job would size
       its batches from its own GPU's free memory, but the shards share one plan of the corpus's
       batches, so their parts would not fit together (the merge would refuse them, after all the
       extraction);
@@ -146,8 +150,9 @@ def check_combinations(config: dict) -> None:
     extraction = config["extraction"]
     if extraction["shards"] > 1 and extraction["batch_seconds"] == "auto" and extraction["device"] != "cpu":
         raise ConfigError(
-            f"extraction.batch_seconds: 'auto' on a GPU sizes batches from each job's free GPU memory, and the "
-            f"{extraction['shards']} extraction.shards must plan the same batches; give a number of seconds"
+            f"extraction.batch_seconds: 'auto' sizes batches from each job's free GPU memory when it runs on a GPU "
+            f"(extraction.device: {extraction['device']}), and the {extraction['shards']} extraction.shards must "
+            "plan the same batches; give a number of seconds, or extraction.device: cpu"
         )
     for name, model in config["models"].items():
         if model.get("revision") and "id" in model and Path(str(model["id"])).expanduser().is_dir():

@@ -26,7 +26,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield temporary
         _fsync(temporary)
         os.replace(temporary, final)
-        _fsync(final.parent)
+        with contextlib.suppress(OSError):  # some network file systems cannot sync a folder
+            _fsync(final.parent)
     finally:
         temporary.unlink(missing_ok=True)
 

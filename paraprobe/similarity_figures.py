@@ -78,8 +78,10 @@ def _layer_axis(axis, layers) -> None:
 
 
 def plotted_column(table: pd.DataFrame) -> str:
-    """``"held_out"`` where ``table`` has held-out estimates, else ``"value"`` (in-sample)."""
-    return "held_out" if "held_out" in table and table["held_out"].notna().any() else "value"
+    """``"held_out"`` where ``table`` has held-out estimates for every row, else ``"value"``
+    (in-sample): a row whose held-out or fitting part is too small has none, and one figure
+    does not mix the two."""
+    return "held_out" if "held_out" in table and table["held_out"].notna().all() else "value"
 
 
 def _value_label(column: str, method: str, what: str) -> str:

@@ -179,6 +179,9 @@ def test_a_number_given_as_text_says_where_that_comes_from():
     config["probe"] = {"device": 5}
     with pytest.raises(ConfigError, match=r"^probe.device: 5 is not of type 'string'$"):
         check_schema(config, SCHEMA)
+    config["probe"] = {"patience": "{a: [1"}  # not YAML either: no hint, no parser error
+    with pytest.raises(ConfigError, match=r"^probe.patience: '\{a: \[1' is not of type 'integer'$"):
+        check_schema(config, SCHEMA)
 
 
 def test_a_jobs_log_holds_python_warnings_and_other_libraries_warnings(tmp_path):
@@ -264,8 +267,13 @@ def test_shards_with_batches_sized_by_each_gpu_are_refused(device):
     config = demo_config()
     update_config(config, {"extraction": {"shards": 2, "device": device}})
     validate(config, SCHEMA)
-    with pytest.raises(ConfigError, match=r"^extraction.batch_seconds: 'auto' on a GPU sizes batches from each job's"):
+    with pytest.raises(ConfigError) as raised:
         check_combinations(config)
+    assert str(raised.value) == (
+        "extraction.batch_seconds: 'auto' sizes batches from each job's free GPU memory when it runs on a GPU "
+        f"(extraction.device: {device}), and the 2 extraction.shards must plan the same batches; give a number "
+        "of seconds, or extraction.device: cpu"
+    )
     for fine in ({"batch_seconds": 60}, {"shards": 1}, {"device": "cpu"}):
         allowed = copy.deepcopy(config)
         update_config(allowed, {"extraction": fine})

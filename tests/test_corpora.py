@@ -166,6 +166,7 @@ def test_csv_fold_column_is_used_as_given(tmp_path):
         ("path,label,speaker,fold\na.wav,happy,A,-2\nb.wav,sad,B,0\n", "column 'fold' has value(s) [-2, 0] below 1"),
         ("path,label,speaker,utt_id\na.wav,happy,A,u1\nb.wav,sad,B, \n", "empty 'utt_id' on line 3"),
         ("path,label,speaker\n\na.wav,happy,A\n\nb.wav,,B\n", "empty 'label' on line 5"),  # blank lines count
+        ("\npath,label,speaker\na.wav,happy,A\n,,\n", "empty 'path' on line 4"),  # a blank line before the header
     ],
 )
 def test_csv_errors_name_the_file_and_the_problem(tmp_path, content, message):

@@ -31,7 +31,7 @@ from paraprobe.probe.report import (
 )
 from paraprobe.probe.settings import ProbeSettings, probe_settings
 from paraprobe.probe.splits import fold_split
-from paraprobe.probe import training
+from paraprobe.probe import crossval, training
 from paraprobe.probe.training import EarlyStopping, train_probes
 
 NUM_LAYERS = 4  # transformer layers L: hidden states layer_00..layer_04
@@ -449,6 +449,21 @@ def test_classes_missing_from_a_folds_test_or_training_rows_are_warned_about(tmp
         "fold 1, seed 0: no training utterance of class(es) happy: never predicted, recall 0",
         "fold 1, seed 1: no training utterance of class(es) happy: never predicted, recall 0",
     ]
+
+
+def test_a_probe_that_never_reaches_a_finite_validation_loss_stops_the_job_naming_it(tmp_path, monkeypatch):
+    def diverging(*args, **kwargs):
+        results = train_probes(*args, **kwargs)
+        return [replace(r, best_validation_loss=np.where(np.arange(len(r.names)) == 1, np.inf, 0.5)) for r in results]
+
+    monkeypatch.setattr(crossval, "train_probes", diverging)
+    with pytest.raises(ValueError) as raised:
+        probe_fold(tmp_path, ["average", "layer_02"], [0])
+    assert str(raised.value) == (
+        "planted/RAND fold 1 seed 0: the probe(s) on layer_02 never reached a finite validation loss "
+        f"(diverged: try a lower learning rate than {FAST.learning_rate})"
+    )
+    assert not (tmp_path / "probes").exists()
 
 
 def test_same_config_and_seed_give_identical_files(tmp_path, planted_fold):

@@ -18,19 +18,20 @@ _STRIPPED_COLUMNS = (*REQUIRED_COLUMNS, "utt_id")
 
 
 def read_listing_table(manifest: str | Path) -> pd.DataFrame:
-    """The CSV as strings, indexed by line number, blank lines left out; its required columns
-    checked and stripped of surrounding whitespace."""
+    """The CSV as strings, indexed by line number; its required columns checked and stripped of
+    surrounding whitespace."""
     manifest = Path(manifest)
     try:
-        # Blank lines are read as rows and dropped here, so that the index stays the line number.
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skip_blank_lines=False)
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        lines = [number for number, line in enumerate(manifest.read_text().splitlines(), start=1) if line.strip()]
     except Exception as error:
         raise CorpusError(f"{manifest}: cannot be read as CSV ({error})") from error
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise CorpusError(f"{manifest}: missing column(s) {', '.join(missing)}; need path,label,speaker[,fold]")
-    table.index = table.index + 2
-    table = table[(table != "").any(axis=1)]
+    # pandas skips blank lines: number the rows by the file's other lines (the first is the
+    # header), unless quoted line breaks make the counts differ.
+    table.index = lines[1:] if len(lines) == len(table) + 1 else table.index + 2
     for column in _STRIPPED_COLUMNS:
         if column in table.columns:
             table[column] = table[column].str.strip()

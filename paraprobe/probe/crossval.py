@@ -184,6 +184,12 @@ def run_probe_fold(
     runs: dict[str, list[dict]] = {name: [] for name in json_paths}
     weight_rows = []
     for seed, split, results in zip(seeds, splits, train_probes(inputs, targets, splits, seeds, len(labels), settings)):
+        diverged = [name for name, loss in zip(results.names, results.best_validation_loss) if not np.isfinite(loss)]
+        if diverged:
+            raise ValueError(
+                f"{corpus}/{model} fold {fold} seed {seed}: the probe(s) on {', '.join(diverged)} never reached a "
+                f"finite validation loss (diverged: try a lower learning rate than {settings.learning_rate})"
+            )
         for probe, name in enumerate(results.names):
             runs[name].append(_run_record(results, probe, targets[split.test], len(labels), seed, split))
         if results.layer_weights is not None:
