@@ -14,6 +14,7 @@ import soundfile
 import yaml
 
 from conftest import REPO, snakemake
+from paraprobe import acoustic
 from paraprobe.acoustic import egemaps_lld, extract_acoustic, mfcc, utterance_features
 from paraprobe.acoustic_columns import (
     COLUMNS_BY_SET,
@@ -178,6 +179,16 @@ def test_full_scale_samples_do_not_wrap_around():
     square = np.sign(np.sin(2 * np.pi * 100 * np.arange(SR) / SR)).astype(np.float32)
     loudness = [egemaps_lld(gain * square)[0][:, 0].mean() for gain in (1.0, 0.999)]
     assert loudness[0] == pytest.approx(loudness[1], rel=0.01)
+
+
+def test_mfcc_in_blocks_equals_mfcc_at_once(monkeypatch):
+    samples = harmonic_vowel(150.0, 1.0)
+    at_once, centers = mfcc(samples)
+    monkeypatch.setattr(acoustic, "MFCC_BLOCK_FRAMES", 7)  # 98 frames: 14 blocks
+    in_blocks, block_centers = mfcc(samples)
+    assert at_once.shape == (98, 13)
+    np.testing.assert_allclose(in_blocks, at_once, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(block_centers, centers)
 
 
 def test_mfcc_agrees_with_opensmile(tmp_path):
