@@ -16,6 +16,8 @@ from paraprobe.io import atomic_path  # noqa: E402
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
 #: Perceptually uniform, colour-blind-safe colour map for heat maps.
 SEQUENTIAL_CMAP = "cividis"
+#: The x-axis label of every per-layer figure (hidden state 0 is the CNN encoder's output).
+LAYER_AXIS_LABEL = "Layer (0 = CNN encoder output)"
 
 STYLE = {
     "figure.dpi": 100,

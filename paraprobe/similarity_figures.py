@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from paraprobe.io import atomic_path, read_tsv, write_tsv
-from paraprobe.plotting import PALETTE, SEQUENTIAL_CMAP, apply_style, save_figure
+from paraprobe.plotting import LAYER_AXIS_LABEL, PALETTE, SEQUENTIAL_CMAP, apply_style, save_figure
 
 # Cycle lengths 7 (PALETTE), 8 and 3 share no factor: the first 168 lines all differ.
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -74,7 +74,7 @@ def _panels(table: pd.DataFrame, width: float = 3.2, height: float = 2.4, **subp
 def _layer_axis(axis, layers) -> None:
     layers = sorted(set(int(layer) for layer in layers))
     axis.set_xticks(layers)
-    axis.set_xlabel("layer")
+    axis.set_xlabel(LAYER_AXIS_LABEL)
 
 
 def plotted_column(table: pd.DataFrame) -> str:
@@ -84,9 +84,14 @@ def plotted_column(table: pd.DataFrame) -> str:
     return "held_out" if "held_out" in table and table["held_out"].notna().all() else "value"
 
 
-def _value_label(column: str, method: str, what: str) -> str:
-    """Axis label: e.g. ``"held-out CCA with features"``."""
-    return f"{'held-out ' if column == 'held_out' else ''}{METHOD_NAMES[method]} {what}"
+def _value_label(column: str, method: str, what: str = "") -> str:
+    """What the values are, for an axis label: e.g. ``"held-out CCA with features"``."""
+    return f"{'held-out ' if column == 'held_out' else ''}{METHOD_NAMES[method]} {what}".strip()
+
+
+def _sentence_case(label: str) -> str:
+    """``label`` with its first letter capitalised, as every axis label is."""
+    return label[:1].upper() + label[1:]
 
 
 def _line_plot(
@@ -115,7 +120,7 @@ def _line_plot(
             axis.axhline(0.0, color="0.5", linewidth=0.8, zorder=0)
         _layer_axis(axis, data["layer"])
     for row in axes:
-        row[0].set_ylabel(ylabel)
+        row[0].set_ylabel(_sentence_case(ylabel))
     names = [name for name in order if name in legend]
     figure.legend([legend[name] for name in names], names, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
@@ -144,13 +149,13 @@ def plot_layer_similarity(layers: pd.DataFrame, png_path: str | Path, method: st
         image = axis.imshow(matrix.to_numpy(), origin="lower", cmap=SEQUENTIAL_CMAP, vmin=0.0, vmax=1.0)
         axis.set_xticks(np.arange(len(matrix.columns)), [str(layer) for layer in matrix.columns])
         axis.set_yticks(np.arange(len(matrix.index)), [str(layer) for layer in matrix.index])
-        axis.set_xlabel("layer a")
+        axis.set_xlabel("Layer a")
         axis.tick_params(labelsize=7)
         axis.spines[["top", "right"]].set_visible(True)
     for row in axes:
-        row[0].set_ylabel("layer b")
+        row[0].set_ylabel("Layer b")
     figure.tight_layout()
-    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=_value_label(column, method, "").strip())
+    figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=_sentence_case(_value_label(column, method)))
     save_figure(figure, png_path)
 
 
@@ -170,7 +175,7 @@ def plot_hierarchy(hierarchy: pd.DataFrame, png_path: str | Path, method: str = 
         ],
         ignore_index=True,
     )[["corpus", "model", "layer", "step", "value"]]
-    ylabel = "difference in " + _value_label(column, method, "").strip()
+    ylabel = "Difference in " + _value_label(column, method)
     _line_plot(differences, "step", ["phoneme − frame", "word − phoneme"], ylabel, png_path, zero_line=True)
 
 

@@ -424,7 +424,7 @@ def test_figures_are_written_as_png_and_svg(tmp_path, figure, analysis):
     draw_figure(figure, paths[analysis], corpora, models, png, method="cca")
     assert png.read_bytes().startswith(b"\x89PNG")
     svg = png.with_suffix(".svg").read_text()
-    assert "<svg" in svg and "layer" in svg and "FT960 · ravdess" in svg
+    assert "<svg" in svg and "Layer" in svg and "FT960 · ravdess" in svg
     with pytest.raises(ValueError, match="no 'pwcca' rows"):
         draw_figure(figure, paths[analysis], corpora, models, png, method="pwcca")
 
@@ -455,7 +455,8 @@ def test_line_figures_draw_held_out_values_and_a_legend_of_every_panels_lines(tm
     drawn = drawn_figure(monkeypatch, "fig5_emotion_cca", table, tmp_path)
     assert [text.get_text() for text in drawn.legends[0].get_texts()] == ["angry", "calm", "sad"]
     ravdess = drawn.axes[1]
-    assert ravdess.get_title() == "PT · ravdess" and ravdess.get_ylabel() == "held-out CCA with eGeMAPS"
+    assert ravdess.get_title() == "PT · ravdess" and ravdess.get_ylabel() == "Held-out CCA with eGeMAPS"
+    assert ravdess.get_xlabel() == "Layer (0 = CNN encoder output)"
     calm = table.query("corpus == 'ravdess' and label == 'calm'")["held_out"].tolist()
     assert [line.get_ydata().tolist() for line in ravdess.lines if line.get_label() == "calm"] == [calm]
     for missing in (table.index, table.index[:1]):  # none, or one point without a held-out estimate
@@ -491,6 +492,7 @@ def test_hierarchy_figure_draws_differences_of_held_out_values(tmp_path, monkeyp
         line.get_label(): line.get_ydata().tolist() for line in drawn.axes[0].lines if line.get_label()[0] != "_"
     }
     assert differences == {"phoneme − frame": [pytest.approx(0.05)] * 2, "word − phoneme": [pytest.approx(-0.03)] * 2}
+    assert drawn.axes[0].get_ylabel() == "Difference in held-out CCA"
 
 
 def test_table3_compares_the_last_two_layers_with_the_middle_ones(tmp_path):

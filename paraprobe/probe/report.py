@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from paraprobe.io import atomic_path, read_tsv, write_tsv
-from paraprobe.plotting import PALETTE, apply_style, save_figure
+from paraprobe.plotting import LAYER_AXIS_LABEL, PALETTE, apply_style, save_figure
 from paraprobe.probe.names import COMBINED_INPUTS, layer_index
 
 #: Table 1's rows: (input of probe_ua.tsv, label in the paper); the best layer comes first.
@@ -224,7 +224,7 @@ def plot_probe_ua(runs_path: str | Path, png_path: str | Path) -> None:
         num_runs = of_corpus.groupby(["model", "input"]).size().max()
         # Named in the title, where no data point or line can lie under it.
         axis.set_title(f"{corpus} ({num_runs} runs: folds × seeds)\nbest layer: {', '.join(best_layers)}")
-        axis.set_xlabel("Layer (0 = CNN encoder output)")
+        axis.set_xlabel(LAYER_AXIS_LABEL)
         axis.set_xticks(sorted(of_corpus["layer"].unique()))
     axes[0].set_ylabel("UA (%)")
     handles, names = _legend_entries(axes)
@@ -275,7 +275,7 @@ def plot_layer_weights(summary: pd.DataFrame, png_path: str | Path) -> None:
         for num_layers in sorted(of_corpus.groupby("model")["layer"].max().unique() + 1):
             axis.axhline(1 / num_layers, color="grey", linestyle=":", linewidth=0.8)
         axis.set_title(corpus)
-        axis.set_xlabel("Layer (0 = CNN encoder output)")
+        axis.set_xlabel(LAYER_AXIS_LABEL)
         axis.set_xticks(sorted(of_corpus["layer"].unique()))
     axes[0].set_ylabel("Learned layer weight (softmax)")
     handles, names = _legend_entries(axes)
