@@ -36,7 +36,7 @@ for _num_layers, _models in models_by_num_layers().items():
             gpu=gpus_requested(config["probe"]["device"]),
         params:
             inputs=probe_input_names(_num_layers),
-            settings=probe_fold_settings,
+            settings=lambda wildcards: corpus_probe_settings(wildcards.corpus),
             seeds=config["probe"]["seeds"],
             validation_share=config["probe"]["validation_share"],
             device=config["probe"]["device"],

@@ -32,9 +32,8 @@ def models_by_num_layers():
     return groups
 
 
-def probe_fold_settings(wildcards):
-    """The probe settings of a fold job's corpus, as a dict (a params value)."""
-    corpus = wildcards.corpus
+def corpus_probe_settings(corpus):
+    """The probe settings of ``corpus``, as a dict (a params value)."""
     return asdict(
         probe_settings(config["probe"], corpus, corpus_config(corpus)["format"])
     )

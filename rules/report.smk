@@ -30,5 +30,7 @@ rule paper_comparison:
         pairs=[(corpus, model) for corpus in CORPORA for model in MODELS],
         method="cca",
         similarity_methods=config["similarity"]["methods"],
+        probe_settings={corpus: corpus_probe_settings(corpus) for corpus in CORPORA},
+        num_seeds=len(config["probe"]["seeds"]),
     script:
         "../workflow_scripts/paper_comparison.py"

@@ -7,9 +7,18 @@ from paraprobe.progress import setup_job_logging
 setup_job_logging(snakemake.log[0])
 corpora, models = snakemake.params.corpora, snakemake.params.models
 layers = {pair: read_tsv(path) for pair, path in zip(snakemake.params.pairs, snakemake.input.layers)}
-ua = compare_probe_ua(read_tsv(snakemake.input.probe_ua), corpora, models)
+probe_ua = read_tsv(snakemake.input.probe_ua)
+ua = compare_probe_ua(probe_ua, corpora, models)
 cca = compare_layer_cca(layers, corpora, models, method=snakemake.params.method)
+differences = setting_differences(
+    corpora,
+    models,
+    snakemake.params.similarity_methods,
+    snakemake.params.probe_settings,
+    snakemake.params.num_seeds,
+    probe_ua,
+)
 write_tsv(ua, snakemake.output.ua)
 write_tsv(cca, snakemake.output.cca)
 with atomic_path(snakemake.output.markdown) as temporary:
-    Path(temporary).write_text(comparison_markdown(ua, cca, setting_differences(corpora, models, snakemake.params.similarity_methods)))
+    Path(temporary).write_text(comparison_markdown(ua, cca, differences))
