@@ -14,6 +14,7 @@ paper's, keeps the in-sample values the paper reports.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,6 +90,10 @@ def _value_label(column: str, method: str, what: str = "") -> str:
     return f"{'held-out ' if column == 'held_out' else ''}{METHOD_NAMES[method]} {what}".strip()
 
 
+#: Axis labels longer than this wrap, so that they fit beside a panel's height.
+_LABEL_LINE_CHARACTERS = 28
+
+
 def _sentence_case(label: str) -> str:
     """``label`` with its first letter capitalised, as every axis label is."""
     return label[:1].upper() + label[1:]
@@ -120,7 +125,7 @@ def _line_plot(
             axis.axhline(0.0, color="0.5", linewidth=0.8, zorder=0)
         _layer_axis(axis, data["layer"])
     for row in axes:
-        row[0].set_ylabel(_sentence_case(ylabel))
+        row[0].set_ylabel(textwrap.fill(_sentence_case(ylabel), _LABEL_LINE_CHARACTERS))
     names = [name for name in order if name in legend]
     figure.legend([legend[name] for name in names], names, loc="center left", bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
@@ -159,8 +164,16 @@ def plot_layer_similarity(layers: pd.DataFrame, png_path: str | Path, method: st
     save_figure(figure, png_path)
 
 
-def plot_hierarchy(hierarchy: pd.DataFrame, png_path: str | Path, method: str = "cca") -> None:
-    """Fig. 4: per layer, CCA(phoneme) - CCA(frame) and CCA(word) - CCA(phoneme)."""
+def reference_group_label(group: str) -> str:
+    """How axis labels name the acoustic group ``group`` (``similarity.reference_group``)."""
+    return "eGeMAPS" if group == "egemaps_all" else f"'{group}'"
+
+
+def plot_hierarchy(
+    hierarchy: pd.DataFrame, png_path: str | Path, method: str = "cca", reference_group: str = "egemaps_all"
+) -> None:
+    """Fig. 4: per layer, CCA(phoneme) - CCA(frame) and CCA(word) - CCA(phoneme), each with the
+    acoustic group ``reference_group``."""
     data = _select(hierarchy, method)
     column = plotted_column(data)
     wide = data.pivot_table(index=["corpus", "model", "layer"], columns="level", values=column, sort=False)
@@ -175,16 +188,20 @@ def plot_hierarchy(hierarchy: pd.DataFrame, png_path: str | Path, method: str = 
         ],
         ignore_index=True,
     )[["corpus", "model", "layer", "step", "value"]]
-    ylabel = "Difference in " + _value_label(column, method)
+    ylabel = "Difference in " + _value_label(column, method, f"with {reference_group_label(reference_group)}")
     _line_plot(differences, "step", ["phoneme − frame", "word − phoneme"], ylabel, png_path, zero_line=True)
 
 
-def plot_emotion_similarity(emotion: pd.DataFrame, png_path: str | Path, method: str = "cca") -> None:
-    """Fig. 5: similarity of each layer with all eGeMAPS descriptors, on the frames of each emotion."""
+def plot_emotion_similarity(
+    emotion: pd.DataFrame, png_path: str | Path, method: str = "cca", reference_group: str = "egemaps_all"
+) -> None:
+    """Fig. 5: similarity of each layer with the acoustic group ``reference_group`` (by default all
+    eGeMAPS descriptors), on the frames of each emotion."""
     data = _select(emotion, method)
     order = sorted(set(data["label"]))
     column = plotted_column(data)
-    _line_plot(data, "label", order, _value_label(column, method, "with eGeMAPS"), png_path, column=column)
+    label = _value_label(column, method, f"with {reference_group_label(reference_group)}")
+    _line_plot(data, "label", order, label, png_path, column=column)
 
 
 #: Figure name -> the function drawing it.
@@ -194,6 +211,8 @@ FIGURES = {
     "fig4_hierarchy": plot_hierarchy,
     "fig5_emotion_cca": plot_emotion_similarity,
 }
+#: The figures computed against ``similarity.reference_group``, which their labels name.
+REFERENCE_GROUP_FIGURES = ("fig4_hierarchy", "fig5_emotion_cca")
 
 
 def draw_figure(
@@ -203,14 +222,17 @@ def draw_figure(
     models: Sequence[str],
     png_path: str | Path,
     method: str = "cca",
+    reference_group: str = "egemaps_all",
 ) -> None:
     """Draw figure ``figure`` (a key of :data:`FIGURES`) from every (corpus, model)'s table.
 
-    ``paths[i]`` is the table of ``corpora[i]`` and ``models[i]``; the PNG and an SVG beside it are written.
+    ``paths[i]`` is the table of ``corpora[i]`` and ``models[i]``; the PNG and an SVG beside it are
+    written. ``reference_group`` names the acoustic group of :data:`REFERENCE_GROUP_FIGURES`.
     """
     if figure not in FIGURES:
         raise ValueError(f"unknown similarity figure {figure!r}; expected one of {', '.join(FIGURES)}")
-    FIGURES[figure](collect(paths, corpora, models), png_path, method)
+    labels = {"reference_group": reference_group} if figure in REFERENCE_GROUP_FIGURES else {}
+    FIGURES[figure](collect(paths, corpora, models), png_path, method, **labels)
 
 
 def table3_layers(last_layer: int) -> tuple[list[int], list[int]]:

@@ -153,6 +153,7 @@ rule similarity_fig4:
         corpora=SIMILARITY_CORPORA,
         models=SIMILARITY_MODELS,
         method=config["similarity"]["methods"][0],
+        reference_group=config["similarity"]["reference_group"],
     script:
         "../workflow_scripts/similarity_figure.py"
 
@@ -178,6 +179,7 @@ rule similarity_fig5:
         corpora=SIMILARITY_CORPORA,
         models=SIMILARITY_MODELS,
         method=config["similarity"]["methods"][0],
+        reference_group=config["similarity"]["reference_group"],
     script:
         "../workflow_scripts/similarity_figure.py"
 

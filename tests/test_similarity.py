@@ -429,9 +429,9 @@ def test_figures_are_written_as_png_and_svg(tmp_path, figure, analysis):
         draw_figure(figure, paths[analysis], corpora, models, png, method="pwcca")
 
 
-def drawn_figure(monkeypatch, figure, table, tmp_path):
+def drawn_figure(monkeypatch, figure, table, tmp_path, **options):
     """The matplotlib figure :func:`draw_figure` makes of ``table`` (one corpus x model per table
-    row group), kept open instead of saved."""
+    row group) with ``options``, kept open instead of saved."""
     kept = []
     monkeypatch.setattr(similarity_figures, "save_figure", lambda drawn, path: kept.append(drawn))
     paths, corpora, models = [], [], []
@@ -440,7 +440,7 @@ def drawn_figure(monkeypatch, figure, table, tmp_path):
         write_tsv(part.drop(columns=["corpus", "model"]), paths[-1])
         corpora.append(corpus)
         models.append(model)
-    draw_figure(figure, paths, corpora, models, tmp_path / "figure.png")
+    draw_figure(figure, paths, corpora, models, tmp_path / "figure.png", **options)
     return kept[0]
 
 
@@ -468,6 +468,8 @@ def test_line_figures_draw_held_out_values_and_a_legend_of_every_panels_lines(tm
         )
         assert {y for axis in in_sample.axes[:2] for line in axis.lines for y in line.get_ydata()} == {0.9}
         assert in_sample.axes[0].get_ylabel() == "CCA with eGeMAPS"
+    with_mfcc = drawn_figure(monkeypatch, "fig5_emotion_cca", table, tmp_path, reference_group="mfcc")
+    assert with_mfcc.axes[0].get_ylabel() == "Held-out CCA with 'mfcc'"
 
 
 def test_hierarchy_figure_draws_differences_of_held_out_values(tmp_path, monkeypatch):
@@ -492,7 +494,9 @@ def test_hierarchy_figure_draws_differences_of_held_out_values(tmp_path, monkeyp
         line.get_label(): line.get_ydata().tolist() for line in drawn.axes[0].lines if line.get_label()[0] != "_"
     }
     assert differences == {"phoneme − frame": [pytest.approx(0.05)] * 2, "word − phoneme": [pytest.approx(-0.03)] * 2}
-    assert drawn.axes[0].get_ylabel() == "Difference in held-out CCA"
+    assert drawn.axes[0].get_ylabel() == "Difference in held-out CCA\nwith eGeMAPS"
+    with_mfcc = drawn_figure(monkeypatch, "fig4_hierarchy", table, tmp_path, reference_group="mfcc")
+    assert with_mfcc.axes[0].get_ylabel() == "Difference in held-out CCA\nwith 'mfcc'"
 
 
 def test_table3_compares_the_last_two_layers_with_the_middle_ones(tmp_path):

@@ -9,4 +9,5 @@ draw_figure(
     models=snakemake.params.models,
     png_path=snakemake.output.png,
     method=snakemake.params.method,
+    reference_group=snakemake.params.get("reference_group", "egemaps_all"),
 )
