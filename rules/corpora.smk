@@ -12,9 +12,11 @@ rule synthesize_corpus:
         mem_mb=1000,
         runtime=10,
     params:
-        seed=lambda w: corpus_config(w.corpus)["seed"],
-        actors=lambda w: corpus_config(w.corpus)["actors"],
-        repetitions=lambda w: corpus_config(w.corpus)["repetitions"],
+        # One dict, not three numbers: Snakemake compares params as an unnamed set of values,
+        # so seed 2 -> 4 beside actors 4 and repetitions 2 would go unseen.
+        synthesis=lambda w: {
+            key: corpus_config(w.corpus)[key] for key in ("seed", "actors", "repetitions")
+        },
     script:
         "../workflow_scripts/synthesize_corpus.py"
 

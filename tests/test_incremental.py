@@ -198,6 +198,19 @@ def test_more_demo_speakers_regenerate_the_corpus_and_everything_after(demo_run,
     }
 
 
+def test_a_new_demo_seed_regenerates_the_corpus_even_where_another_setting_had_its_value(tmp_path):
+    # Snakemake compares a job's params as an unnamed set of values: as three params, seed 1 -> 2
+    # beside 2 actors and 1 repetition would leave {1, 2} and the audio of seed 1 in place.
+    corpora = demo_config()["corpora"]
+    corpora["demo"].update(actors=2, repetitions=1, folds=2, seed=1)
+    audio = "results/demo/audio"
+    first = snakemake(tmp_path, audio, "--cores", "2", "--configfile", configfile(tmp_path, {"corpora": corpora}))
+    assert first.returncode == 0, first.stderr[-3000:]
+    corpora["demo"]["seed"] = 2
+    jobs = dry_run(tmp_path, audio, "--configfile", configfile(tmp_path, {"corpora": corpora}))
+    assert rule_counts(jobs) == {"synthesize_corpus": 1}
+
+
 def test_added_or_changed_audio_of_a_listed_corpus_rebuilds_its_manifest(tmp_path):
     """A corpus on disk (here a CSV one): every file it lists is an input of its manifest job."""
     audio = tmp_path / "corpus"
