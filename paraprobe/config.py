@@ -107,18 +107,27 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
         error = jsonschema.exceptions.best_match(errors)
         key = ".".join(map(str, error.absolute_path)) or "the config's top level"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        hint = ""
-        if error.validator == "type" and isinstance(error.instance, str) and len(error.absolute_path) > 1:
-            try:
-                parsed = yaml.safe_load(error.instance)
-            except yaml.YAMLError:
-                parsed = error.instance
-            if not isinstance(parsed, str):
-                hint = (
-                    "; Snakemake reads values nested in --config (e.g. probe={patience: 5}) as text: "
-                    "give nested values in a --configfile"
-                )
+        hint = _text_value_hint(error) if error.validator == "type" and isinstance(error.instance, str) else ""
         raise ConfigError(f"{key}: {error.message}{more}{hint}")
+
+
+def _text_value_hint(error: jsonschema.exceptions.ValidationError) -> str:
+    """Why a value meant as a number or mapping may have arrived as text (``error.instance``), or ""."""
+    try:
+        parsed = yaml.safe_load(error.instance)
+    except yaml.YAMLError:
+        parsed = error.instance
+    if not isinstance(parsed, str) and len(error.absolute_path) > 1:
+        return (
+            "; Snakemake reads values nested in --config (e.g. probe={patience: 5}) as text: "
+            "give nested values in a --configfile"
+        )
+    try:
+        number = float(error.instance)
+    except ValueError:
+        return ""
+    # YAML 1.1 (PyYAML) reads an exponent without a decimal point, as in 2e-4, as text.
+    return f"; YAML reads {error.instance} as text: write {number!r}" if "number" in error.validator_value else ""
 
 
 def check_names(config: dict) -> None:

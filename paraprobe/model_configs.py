@@ -104,6 +104,12 @@ def num_transformer_layers(model_cfg: dict) -> int:
     ``config.json`` (local directory or Hugging Face cache; no weights are read).
     """
     if "num_layers" in model_cfg:
+        configured = model_cfg.get("config", {}).get("num_hidden_layers") if is_random_init(model_cfg) else None
+        if configured is not None and int(configured) != int(model_cfg["num_layers"]):
+            raise UnsupportedModelError(
+                f"num_layers is {model_cfg['num_layers']} but config.num_hidden_layers is {configured}; "
+                "leave num_layers out for a random-init model"
+            )
         return int(model_cfg["num_layers"])
     if is_random_init(model_cfg):
         # The architecture's defaults are transformers' knowledge: only this case imports it.

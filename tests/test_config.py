@@ -179,6 +179,12 @@ def test_a_number_given_as_text_says_where_that_comes_from():
     config["probe"] = {"device": 5}
     with pytest.raises(ConfigError, match=r"^probe.device: 5 is not of type 'string'$"):
         check_schema(config, SCHEMA)
+    config["probe"] = {"learning_rate": "2e-4"}  # as PyYAML reads learning_rate: 2e-4 in a config file
+    with pytest.raises(
+        ConfigError,
+        match=r"^probe.learning_rate: '2e-4' is not of type 'number'; YAML reads 2e-4 as text: write 0.0002$",
+    ):
+        check_schema(config, SCHEMA)
     config["probe"] = {"patience": "{a: [1"}  # not YAML either: no hint, no parser error
     with pytest.raises(ConfigError, match=r"^probe.patience: '\{a: \[1' is not of type 'integer'$"):
         check_schema(config, SCHEMA)

@@ -61,6 +61,9 @@ def test_unknown_config_override_is_named():
 def test_num_transformer_layers_from_override_random_config_and_local_directory(tmp_path):
     assert num_transformer_layers({"id": "facebook/wav2vec2-base", "num_layers": 12}) == 12
     assert num_transformer_layers(RANDOM) == 3
+    assert num_transformer_layers({**RANDOM, "num_layers": 3}) == 3
+    with pytest.raises(UnsupportedModelError, match="^num_layers is 5 but config.num_hidden_layers is 3; leave"):
+        num_transformer_layers({**RANDOM, "num_layers": 5})  # refused while planning, not in the extraction job
     assert num_transformer_layers({**RANDOM, "config": {}}) == AutoConfig.for_model("wav2vec2").num_hidden_layers
     config = AutoConfig.for_model("hubert", **TINY)
     config.save_pretrained(tmp_path)  # config.json only: planning reads no weights
