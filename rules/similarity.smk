@@ -3,6 +3,13 @@
 from functools import partial
 
 SIMILARITY_TABLE = f"{OUTDIR}/{{corpus}}/similarity/{{model}}/{{analysis}}.tsv"
+# Each similarity table, with the report category of the figure it feeds.
+SIMILARITY_TABLE_CATEGORIES = {
+    "features": "Feature similarity",
+    "layers": "Layer similarity",
+    "hierarchy": "Hierarchy",
+    "emotion": "Emotion",
+}
 SIMILARITY_FIGURES = [
     "fig2_feature_cca",
     "fig3_layer_cca",
@@ -45,10 +52,16 @@ rule similarity:
         mfcc=f"{OUTDIR}/{{corpus}}/acoustic/mfcc.h5",
         manifest=f"{OUTDIR}/{{corpus}}/manifest.tsv",
     output:
-        features=SIMILARITY_TABLE.replace("{analysis}", "features"),
-        layers=SIMILARITY_TABLE.replace("{analysis}", "layers"),
-        hierarchy=SIMILARITY_TABLE.replace("{analysis}", "hierarchy"),
-        emotion=SIMILARITY_TABLE.replace("{analysis}", "emotion"),
+        **{
+            analysis: report(
+                SIMILARITY_TABLE.replace("{analysis}", analysis),
+                caption="../report/similarity_tables.rst",
+                category=category,
+                subcategory="Values per corpus and model",
+                labels={"corpus": "{corpus}", "model": "{model}", "table": analysis},
+            )
+            for analysis, category in SIMILARITY_TABLE_CATEGORIES.items()
+        },
     log:
         f"{OUTDIR}/logs/similarity/{{corpus}}/{{model}}.log",
     benchmark:
