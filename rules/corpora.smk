@@ -15,7 +15,8 @@ rule synthesize_corpus:
         # One dict, not three numbers: Snakemake compares params as an unnamed set of values,
         # so seed 2 -> 4 beside actors 4 and repetitions 2 would go unseen.
         synthesis=lambda w: {
-            key: corpus_config(w.corpus)[key] for key in ("seed", "actors", "repetitions")
+            key: corpus_config(w.corpus)[key]
+            for key in ("seed", "actors", "repetitions")
         },
     script:
         "../workflow_scripts/synthesize_corpus.py"
