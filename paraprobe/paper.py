@@ -121,9 +121,10 @@ def setting_differences(
     Corpora and models that are not the paper's (their rows are left out of the comparison); a
     local folder taken as a paper checkpoint by its name; no CCA among ``similarity_methods``
     (Table 3 then has no values); and, for the paper's corpora, probe settings other than the
-    paper's (``probe_settings``: corpus -> its :class:`paraprobe.probe.settings.ProbeSettings` fields), or fewer folds
-    scored in ``probe_ua`` (``tables/probe_ua.tsv``, whose ``n`` counts folds x ``num_seeds``)
-    than the paper's cross-validation.
+    paper's (``probe_settings``: corpus -> the fields of its
+    :class:`paraprobe.probe.settings.ProbeSettings`), or fewer folds scored in ``probe_ua``
+    (``tables/probe_ua.tsv``, whose ``n`` counts folds x ``num_seeds``) than the paper's
+    cross-validation.
     """
     notes = []
     if "cca" not in similarity_methods:
