@@ -211,8 +211,6 @@ FIGURES = {
     "fig4_hierarchy": plot_hierarchy,
     "fig5_emotion_cca": plot_emotion_similarity,
 }
-#: The figures computed against ``similarity.reference_group``, which their labels name.
-REFERENCE_GROUP_FIGURES = ("fig4_hierarchy", "fig5_emotion_cca")
 
 
 def draw_figure(
@@ -221,18 +219,16 @@ def draw_figure(
     corpora: Sequence[str],
     models: Sequence[str],
     png_path: str | Path,
-    method: str = "cca",
-    reference_group: str = "egemaps_all",
+    **options,
 ) -> None:
     """Draw figure ``figure`` (a key of :data:`FIGURES`) from every (corpus, model)'s table.
 
     ``paths[i]`` is the table of ``corpora[i]`` and ``models[i]``; the PNG and an SVG beside it are
-    written. ``reference_group`` names the acoustic group of :data:`REFERENCE_GROUP_FIGURES`.
+    written. ``options`` go to the figure's function (``method``; ``reference_group`` for Fig. 4 and 5).
     """
     if figure not in FIGURES:
         raise ValueError(f"unknown similarity figure {figure!r}; expected one of {', '.join(FIGURES)}")
-    labels = {"reference_group": reference_group} if figure in REFERENCE_GROUP_FIGURES else {}
-    FIGURES[figure](collect(paths, corpora, models), png_path, method, **labels)
+    FIGURES[figure](collect(paths, corpora, models), png_path, **options)
 
 
 def table3_layers(last_layer: int) -> tuple[list[int], list[int]]:

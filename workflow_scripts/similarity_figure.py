@@ -2,12 +2,12 @@ from paraprobe.progress import setup_job_logging
 from paraprobe.similarity_figures import draw_figure
 
 setup_job_logging(snakemake.log[0])
+params = dict(snakemake.params.items())
 draw_figure(
-    snakemake.params.figure,
+    params.pop("figure"),
     snakemake.input.tables,
-    corpora=snakemake.params.corpora,
-    models=snakemake.params.models,
+    corpora=params.pop("corpora"),
+    models=params.pop("models"),
     png_path=snakemake.output.png,
-    method=snakemake.params.method,
-    reference_group=snakemake.params.get("reference_group", "egemaps_all"),
+    **params,  # method, and reference_group where the figure has one
 )
