@@ -1,16 +1,22 @@
-"""Benchmark: the batched probe trainer against training the same probes one at a time.
+"""Benchmark: the batched probe trainers against training the same probes one at a time.
 
 RAVDESS-sized synthetic embeddings (1,440 utterances, 24 speakers in 4 folds, 8 classes,
 13 hidden states of 768 dims, so 17 probe inputs), the paper's probe and settings. For every
 fold all trainers start from the same initial weights and see the same minibatches; the
 script prints each trainer's wall-clock and CPU time, the ratios, and the largest difference
-in test UA and in epochs trained against the batched trainer. The batched trainer runs twice:
+in test UA and in epochs trained against each batched trainer. The batched trainers:
 
-``together``
-    the 4 folds as runs of one computation (68 probes in the first epoch);
+``compiled``
+    (CPU only; the workflow's trainer there) fold by fold, 17 probes at a time, as the
+    workflow's fold jobs train (each job's seeds are its runs): each epoch of every probe still
+    training is one compiled call, the probes in parallel. numba compiles it on first use (or
+    loads it from its cache); that is done, and timed, before the rest.
 ``batched``
-    fold by fold, 17 probes at a time, as the workflow's fold jobs train (each job's seeds are
-    its runs).
+    the same fold by fold in one PyTorch computation with a leading probe axis (the workflow's
+    trainer on a GPU);
+``together``
+    the device's trainer (compiled on the CPU) with the 4 folds as runs of one computation
+    (68 probes in the first epoch).
 
 The sequential trainers, fold by fold:
 
@@ -19,8 +25,8 @@ The sequential trainers, fold by fold:
     training the probes together saves. Same rounding per probe, so the same results.
 ``reference``
     each probe as ``torch.nn`` modules with autograd and torch's default AdamW: the loop one
-    would write without batching. In float32 its rounding differs, and over hundreds of epochs
-    that can move an early stop by a few epochs; ``--dtype float64`` shows the trainers agree.
+    would write without batching. In float32 the trainers' rounding differs, and over hundreds
+    of epochs that can move an early stop by a few epochs; ``--dtype float64`` shows they agree.
 
     PYTHONPATH=. python bench/probe.py [--threads 1] [--folds 4] [--dtype float32] [--device cpu]
 
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -101,13 +108,18 @@ def main() -> None:
     inputs = build_probe_inputs(
         layers, [split.train for split in splits], names, dtype=getattr(torch, args.dtype), device=device
     )
-    # "together": the batched trainer with the folds as runs of one computation; the others fold
-    # by fold, as the workflow's fold jobs run. Fold by fold, the trainers alternate, and the
-    # folds-together run is timed before and after them, so that a machine whose speed drifts
-    # (shared hosts) weighs on every trainer alike.
-    trainers = ["together", *TRAINERS]
+    # "together": the device's default trainer with the folds as runs of one computation; the
+    # others fold by fold, as the workflow's fold jobs run. Fold by fold, the trainers alternate,
+    # and the folds-together run is timed before and after them, so that a machine whose speed
+    # drifts (shared hosts) weighs on every trainer alike.
+    default = "compiled" if device.type == "cpu" else "batched"
+    fold_trainers = [name for name in TRAINERS if name != "compiled" or device.type == "cpu"]
+    trainers = ["together", *fold_trainers]
     wall, cpu = dict.fromkeys(trainers, 0.0), dict.fromkeys(trainers, 0.0)
-    results = {name: [] for name in TRAINERS}
+    results = {name: [] for name in fold_trainers}
+    start = time.perf_counter()  # numba compiles (or loads from its cache) on first use: not timed
+    train_probes(inputs.run(0), labels, splits[:1], [0], NUM_CLASSES, replace(settings, max_epochs=1), default)
+    print(f"{default} trainer ready in {time.perf_counter() - start:.1f} s (first use compiles)")
 
     def timed(name: str, run_inputs, run_splits, trainer: str, share: float = 1.0):
         wall_start, cpu_start = time.perf_counter(), time.process_time()
@@ -116,24 +128,25 @@ def main() -> None:
         cpu[name] += share * (time.process_time() - cpu_start)
         return runs
 
-    results["together"] = timed("together", inputs, splits, "batched", share=0.5)
+    results["together"] = timed("together", inputs, splits, default, share=0.5)
     for fold, split in enumerate(splits):
-        for name in TRAINERS:
+        for name in fold_trainers:
             results[name] += timed(name, inputs.run(fold), [split], name)
         print(
-            f"fold {fold + 1}: " + ", ".join(f"{name} {wall[name]:.1f} s" for name in TRAINERS) + " so far", flush=True
+            f"fold {fold + 1}: " + ", ".join(f"{name} {wall[name]:.1f} s" for name in fold_trainers) + " so far",
+            flush=True,
         )
-    again = timed("together", inputs, splits, "batched", share=0.5)
+    again = timed("together", inputs, splits, default, share=0.5)
     assert all((a.predictions == b.predictions).all() for a, b in zip(again, results["together"])), "not deterministic"
     uas = {name: [test_ua(run, labels, split.test) for run, split in zip(results[name], splits)] for name in trainers}
     epochs = {name: [run.epochs for run in results[name]] for name in trainers}
-    for fold, (fold_uas, fold_epochs) in enumerate(zip(uas["batched"], epochs["batched"]), start=1):
+    for fold, (fold_uas, fold_epochs) in enumerate(zip(uas[default], epochs[default]), start=1):
         print(
-            f"fold {fold}: epochs per probe {fold_epochs.tolist()}; batched UA {fold_uas.min():.3f}..{fold_uas.max():.3f}"
+            f"fold {fold}: epochs per probe {fold_epochs.tolist()}; {default} UA {fold_uas.min():.3f}..{fold_uas.max():.3f}"
         )
-    total_epochs = sum(run.sum() for run in epochs["batched"])
-    longest = {"together": max(run.max() for run in epochs["batched"])}
-    longest["batched"] = sum(run.max() for run in epochs["batched"])
+    total_epochs = sum(run.sum() for run in epochs[default])
+    longest = {"together": max(run.max() for run in epochs[default])}
+    longest[default] = sum(run.max() for run in epochs[default])
     # Batched, every epoch of the longest-training probe is a pass, however few probes are left:
     # the ratio bounds what batching can save of costs per pass (Python, kernel launches), while
     # the arithmetic per probe-epoch is the same either way.
@@ -145,7 +158,7 @@ def main() -> None:
     print(f"{'trainer':<12s} {'wall s':>8s} {'CPU s':>8s}")
     for name in trainers:
         print(f"{name:<12s} {wall[name]:8.1f} {cpu[name]:8.1f}")
-    for fast in ("together", "batched"):
+    for fast in dict.fromkeys(("together", default, "batched")):
         for slow in ("sequential", "reference"):
             ua_difference = max(np.abs(a - b).max() for a, b in zip(uas[slow], uas[fast]))
             epoch_difference = max(np.abs(a - b).max() for a, b in zip(epochs[slow], epochs[fast]))

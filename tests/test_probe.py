@@ -226,18 +226,25 @@ def test_early_stopping_keeps_the_best_epoch_and_waits_patience_epochs():
     np.testing.assert_array_equal(stopping.active, [False, True])
 
 
+@pytest.mark.parametrize("trainer", ["compiled", "batched"])
 @pytest.mark.parametrize(
-    "names",
-    [probe_input_names(NUM_LAYERS), ["weighted_average"], ["layer_01", "last"]],
-    ids=["all inputs", "mix only", "fixed only"],
+    "names, hidden_sizes",
+    [
+        (probe_input_names(NUM_LAYERS), (128, 16)),
+        (["weighted_average"], (128, 16)),
+        (["layer_01", "last"], (128, 16)),
+        (["layer_02", "weighted_average"], (7,)),
+        (["layer_02", "weighted_average"], (9, 6, 5)),
+    ],
+    ids=["all inputs", "mix only", "fixed only", "one hidden layer", "three hidden layers"],
 )
-def test_batched_trainer_matches_the_torch_nn_reference(names):
-    """Hand-written gradients and a probe axis against torch.nn, autograd and torch's AdamW (float64)."""
+def test_batched_trainers_match_the_torch_nn_reference(trainer, names, hidden_sizes):
+    """Hand-written gradients, AdamW and a probe axis against torch.nn, autograd and torch's AdamW (float64)."""
     labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
     split = fold_split(speakers, folds, 2, 0.15, 0)
     inputs = build_probe_inputs(layers, [split.train], names, dtype=torch.float64)
-    settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
-    batched = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings)[0]
+    settings = ProbeSettings(learning_rate=5e-3, hidden_sizes=hidden_sizes, batch_size=16, patience=2, max_epochs=12)
+    batched = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings, trainer)[0]
     reference = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings, trainer="reference")[0]
     if len(names) > 2:
         assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
@@ -264,7 +271,7 @@ def test_batched_and_sequential_trainers_agree_in_float32():
     split = fold_split(speakers, folds, 2, 0.15, 0)
     inputs = build_probe_inputs(layers, [split.train], probe_input_names(NUM_LAYERS), dtype=torch.float32)
     settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
-    batched = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings)[0]
+    batched = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings, trainer="batched")[0]
     sequential = train_probes(inputs, labels, [split], [3], NUM_CLASSES, settings, trainer="sequential")[0]
     assert len(set(batched.epochs)) > 1, "probes should stop at different epochs for this test to bite"
     for field in ("epochs", "best_epoch", "predictions"):
@@ -275,7 +282,49 @@ def test_batched_and_sequential_trainers_agree_in_float32():
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_runs_of_different_sizes_train_together_as_each_would_alone():
+def test_compiled_trainer_is_the_same_alone_together_and_on_any_thread_count():
+    """Each probe's training in the compiled trainer is its own: trained with the others (two
+    runs at once) or alone, on one thread or two, bit for bit the same (float32)."""
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    splits = [fold_split(speakers, folds, 2, 0.15, 0), fold_split(speakers, folds, 3, 0.15, 1)]
+    names = probe_input_names(NUM_LAYERS)
+    inputs = build_probe_inputs(layers, [split.train for split in splits], names, dtype=torch.float32)
+    settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        together = train_probes(inputs, labels, splits, [3, 4], NUM_CLASSES, settings, "compiled")
+        torch.set_num_threads(1)
+        alone = [
+            [
+                train_probes(inputs.run(g).probe(p), labels, [split], [seed], NUM_CLASSES, settings, "compiled")[0]
+                for p in range(len(names))
+            ]
+            for g, (split, seed) in enumerate(zip(splits, [3, 4]))
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    assert len(set(together[0].epochs)) > 1, "probes should stop at different epochs for this test to bite"
+    for run, probes in zip(together, alone, strict=True):
+        for p, single in enumerate(probes):
+            for field in ("epochs", "best_epoch", "predictions", "best_validation_loss"):
+                np.testing.assert_array_equal(getattr(run, field)[p], getattr(single, field)[0], err_msg=field)
+            for ours, theirs in zip(run.parameters, single.parameters, strict=True):
+                np.testing.assert_array_equal(ours[p], theirs[0])
+        np.testing.assert_array_equal(run.layer_weights, probes[-1].layer_weights)
+
+
+def test_compiled_trainer_refuses_a_gpu_tensor():
+    labels, speakers, folds, layers = planted_corpus(num_speakers=8, per_speaker=15)
+    split = fold_split(speakers, folds, 2, 0.15, 0)
+    inputs = build_probe_inputs(layers, [split.train], ["layer_01"])
+    inputs = replace(inputs, features=inputs.features.to("meta"))  # as a CUDA tensor would, without one
+    with pytest.raises(ValueError, match="the compiled probe trainer runs on the CPU, not on meta"):
+        train_probes(inputs, labels, [split], [0], NUM_CLASSES, FAST, trainer="compiled")
+
+
+@pytest.mark.parametrize("trainer", ["compiled", "batched"])
+def test_runs_of_different_sizes_train_together_as_each_would_alone(trainer):
     """Three runs whose minibatch counts and last batches differ (padding, and AdamW step counts
     that drift apart) and whose validation sets differ in size, against the torch.nn reference
     one probe and one run at a time (float64)."""
@@ -287,7 +336,7 @@ def test_runs_of_different_sizes_train_together_as_each_would_alone():
     seeds = [3, 4, 5]
     inputs = build_probe_inputs(layers, [split.train for split in splits], probe_input_names(NUM_LAYERS), torch.float64)
     settings = ProbeSettings(learning_rate=5e-3, batch_size=16, patience=2, max_epochs=12)
-    batched = train_probes(inputs, labels, splits, seeds, NUM_CLASSES, settings)
+    batched = train_probes(inputs, labels, splits, seeds, NUM_CLASSES, settings, trainer)
     reference = train_probes(inputs, labels, splits, seeds, NUM_CLASSES, settings, trainer="reference")
     assert len({tuple(run.epochs) for run in batched}) == 3, "runs should stop differently for this test to bite"
     for ours, theirs, split in zip(batched, reference, splits, strict=True):

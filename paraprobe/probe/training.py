@@ -16,6 +16,13 @@ validation loss has not improved for ``patience`` epochs stops: it leaves the st
 parameters and AdamW state are frozen where they were, its best weights kept), so later epochs
 cost only what the probes still training need.
 
+On the CPU the same training runs compiled (``trainer="compiled"``, the default there): one
+call per epoch trains every probe still training through all its minibatches, the probes in
+parallel, each with the same hand-written gradients and AdamW update in compiled code
+(:mod:`paraprobe.probe.compiled`), which spares PyTorch's per-operation cost and keeps each
+probe's parameters in cache for the whole epoch. Its results match the batched trainer's up to
+rounding (float64: to ~1e-14), and do not depend on the thread count.
+
 Two references train the same probes one by one (and run by run) from the same initial
 weights and minibatches: ``"sequential"`` runs the batched code with a probe axis of length one (what
 batching saves), ``"reference"`` uses ``torch.nn`` modules, autograd and torch's default AdamW
@@ -36,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paraprobe.probe import compiled
 from paraprobe.probe.inputs import ProbeInputs
 from paraprobe.progress import Progress
 from paraprobe.probe.settings import ProbeSettings
@@ -269,6 +277,17 @@ class _ProbeStack:
             x = torch.baddbmm(self.parameters[index + 1], x, self.parameters[index])
         return layer_inputs, mix, x
 
+    def train_epoch(self, orders: list[torch.Tensor], targets: torch.Tensor, num_classes: int) -> None:
+        """One epoch: each run's minibatches are consecutive stretches of its ``orders`` (G rows each)."""
+        batch_size = self.settings.batch_size
+        num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in self.active_runs)
+        epoch_rows = _run_rows(self, orders, targets, num_batches * batch_size)
+        epoch_one_hot = F.one_hot(epoch_rows.targets, num_classes).to(self.features.dtype)
+        for start in range(0, num_batches * batch_size, batch_size):
+            # as wide as the longest minibatch of a run still training
+            stop = start + min(batch_size, max(len(orders[g]) - start for g in self.active_runs))
+            self.train_step(epoch_rows.columns(start, stop), epoch_one_hot[:, start:stop])
+
     def train_step(self, rows: _RunRows, one_hot: torch.Tensor) -> None:
         """One AdamW step of every probe whose run has rows in ``rows``, with targets ``one_hot``
         (G, B, C) of them.
@@ -385,6 +404,13 @@ class _ProbeStack:
         self._set_probes(np.arange(len(self.run_of_id)))
         self.parameters = self.best
 
+    def kept_parameters(self) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Every probe's kept ``W`` (P, in, out) and ``b`` (P, out) per dense layer; the
+        weighted-average probes' softmax layer weights (G, L + 1), or None."""
+        dense = [parameter.cpu().numpy() for parameter in self.best[: self.num_dense]]
+        mix = torch.softmax(self.best[-1], dim=1).cpu().numpy() if self.had_mix else None
+        return [parameter.squeeze(1) if i % 2 else parameter for i, parameter in enumerate(dense)], mix
+
     def evaluate(self, rows: _RunRows) -> tuple[np.ndarray, np.ndarray]:
         """Mean cross-entropy (P,) over each probe's run's rows, and predicted classes (P, n)."""
         targets = rows.targets.index_select(0, self.probe_run_index)
@@ -403,6 +429,114 @@ class _ProbeStack:
             predictions.append(logits.argmax(dim=-1))
         counts = torch.from_numpy(rows.counts[self.probe_runs]).to(loss_sum)
         return (loss_sum / counts).cpu().numpy(), torch.cat(predictions, dim=1).cpu().numpy()
+
+
+class _CompiledStack:
+    """The probes of all runs for the compiled CPU kernels of :mod:`paraprobe.probe.compiled`,
+    with :class:`_ProbeStack`'s probe ids and interface: one epoch of every probe still training
+    is one call, its probes in parallel on ``torch.get_num_threads()`` cores.
+
+    Each probe's parameters are one row of a flat (P, n) array (its dense layers, then a
+    weighted-average probe's mix logits), and so are AdamW's moments; stopped probes simply
+    leave the list of probes the kernels are given.
+    """
+
+    def __init__(self, inputs: ProbeInputs, initial: list[list[torch.Tensor]], settings: ProbeSettings):
+        self.settings = settings
+        num_runs, num_utterances, self.num_rows, dim = inputs.features.shape
+        self.features = inputs.features.numpy().reshape(-1, dim)
+        self.run_starts = torch.arange(num_runs) * (num_utterances * self.num_rows)
+        num_fixed = len(inputs.rows)
+        self.num_fixed_ids = num_runs * num_fixed
+        self.had_mix = inputs.has_weighted_average
+        self.run_of_id = np.concatenate(
+            [np.repeat(np.arange(num_runs), num_fixed), np.arange(num_runs if self.had_mix else 0)]
+        )
+        self.input_rows = np.concatenate([np.tile(inputs.rows, num_runs), -np.ones(num_runs * self.had_mix)])
+        self.input_rows = self.input_rows.astype(np.int64)
+        self.num_mixed = inputs.num_layer_rows
+        self.sizes = np.array([dim, *settings.hidden_sizes, len(initial[0][-1])])
+        self.num_dense = compiled.dense_size(self.sizes)
+        dtype = self.features.dtype
+        self.flat = np.zeros((len(initial), self.num_dense + self.num_mixed * self.had_mix), dtype)
+        for row, parameters in zip(self.flat, initial):
+            row[: self.num_dense] = torch.cat([parameter.reshape(-1) for parameter in parameters]).numpy()
+        self.moments = [np.zeros_like(self.flat), np.zeros_like(self.flat)]
+        self.best = self.flat.copy()
+        self.parameters = self.flat  # what evaluate reads
+        self.steps_taken = np.zeros(num_runs, dtype=np.int64)
+        learning_rate, (beta1, beta2) = settings.learning_rate, _ADAM_BETAS
+        self.hyper = np.array(
+            [1 - learning_rate * settings.weight_decay, beta1, beta2, 1 - beta1, 1 - beta2, _ADAM_EPS], dtype
+        )
+        self._set_probes(np.arange(len(initial)))
+
+    def _set_probes(self, probe_ids: np.ndarray) -> None:
+        self.probe_ids = probe_ids
+        self.probe_runs = self.run_of_id[probe_ids]
+        self.active_runs = np.unique(self.probe_runs)
+
+    def train_epoch(self, orders: list[torch.Tensor], targets: torch.Tensor, num_classes: int) -> None:
+        """One epoch: each run's minibatches are consecutive stretches of its ``orders``."""
+        batch_size = self.settings.batch_size
+        num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in self.active_runs)
+        rows = _run_rows(self, orders, targets, num_batches * batch_size)
+        counts = np.clip(rows.counts[:, None] - batch_size * np.arange(num_batches), 0, batch_size)
+        # AdamW's step count of each run at each step (a run without rows sits the step out)
+        steps = self.steps_taken[:, None] + np.cumsum(counts > 0, axis=1)
+        self.steps_taken = steps[:, -1]
+        (beta1, beta2), learning_rate = _ADAM_BETAS, self.settings.learning_rate
+        corrections = np.stack([learning_rate / (1 - beta1**steps), np.sqrt(1 - beta2**steps)], axis=-1)
+        shape = (len(orders), num_batches, batch_size)
+        compiled.train_epoch(
+            self.features,
+            rows.first.numpy().reshape(shape),
+            counts,
+            rows.targets.numpy().reshape(shape),
+            self.flat,
+            *self.moments,
+            self.probe_ids,
+            self.input_rows,
+            self.run_of_id,
+            self.num_mixed,
+            self.sizes,
+            self.hyper,
+            corrections.astype(self.flat.dtype),
+        )
+
+    def evaluate(self, rows: _RunRows) -> tuple[np.ndarray, np.ndarray]:
+        """Mean cross-entropy (P,) over each probe's run's rows, and predicted classes (P, n)."""
+        first, targets = rows.first.numpy(), rows.targets.numpy()
+        return compiled.evaluate(
+            self.features, first, rows.counts, targets, self.parameters, self.probe_ids, self.input_rows,
+            self.run_of_id, self.num_mixed, self.sizes,
+        )  # fmt: skip
+
+    def remember_best(self, improved: np.ndarray) -> None:
+        """Copy the parameters of the probes whose id is True in ``improved`` (P_all,)."""
+        ids = self.probe_ids[improved[self.probe_ids]]
+        self.best[ids] = self.flat[ids]
+
+    def keep_only(self, active: np.ndarray) -> None:
+        """Keep training the probes whose id is True in ``active``."""
+        self._set_probes(self.probe_ids[active[self.probe_ids]])
+
+    def restore_best(self) -> None:
+        """Every probe, with its best-epoch parameters (for predicting)."""
+        self._set_probes(np.arange(len(self.flat)))
+        self.parameters = self.best
+
+    def kept_parameters(self) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """As :meth:`_ProbeStack.kept_parameters`."""
+        dense, offset = [], 0
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
+            dense.append(self.best[:, offset : offset + fan_in * fan_out].reshape(-1, fan_in, fan_out))
+            dense.append(self.best[:, offset + fan_in * fan_out : offset + (fan_in + 1) * fan_out])
+            offset += (fan_in + 1) * fan_out
+        if not self.had_mix:
+            return dense, None
+        mix = torch.from_numpy(self.best[self.num_fixed_ids :, self.num_dense :])
+        return dense, torch.softmax(mix, dim=1).numpy()
 
 
 @dataclass(frozen=True)
@@ -429,7 +563,9 @@ def _runs(splits: Sequence[FoldSplit], seeds: Sequence[int], device: torch.devic
     ]
 
 
-def _run_rows(stack: _ProbeStack, per_run: list[torch.Tensor], targets: torch.Tensor, length: int) -> _RunRows:
+def _run_rows(
+    stack: _ProbeStack | _CompiledStack, per_run: list[torch.Tensor], targets: torch.Tensor, length: int
+) -> _RunRows:
     """``per_run`` rows (one tensor per run) padded to ``length`` with each run's first row."""
     counts = np.array([min(len(rows), length) for rows in per_run])
     padded = torch.stack(
@@ -439,9 +575,14 @@ def _run_rows(stack: _ProbeStack, per_run: list[torch.Tensor], targets: torch.Te
 
 
 def _train_together(
-    inputs: ProbeInputs, runs: list[_Run], targets: torch.Tensor, num_classes: int, settings: ProbeSettings
+    inputs: ProbeInputs,
+    runs: list[_Run],
+    targets: torch.Tensor,
+    num_classes: int,
+    settings: ProbeSettings,
+    stack_type: type[_ProbeStack] | type[_CompiledStack] = _ProbeStack,
 ) -> list[ProbeResults]:
-    """The ``"batched"`` trainer of :func:`train_probes`."""
+    """The ``"batched"`` and ``"compiled"`` trainers of :func:`train_probes`."""
     num_fixed = len(inputs.rows)
     fixed_names, mix_names = inputs.names[:num_fixed], inputs.names[num_fixed:]
     ids_of_run = [
@@ -455,24 +596,16 @@ def _train_together(
         for run in runs
         for name in names
     ]
-    stack = _ProbeStack(inputs, initial, settings)
+    stack = stack_type(inputs, initial, settings)
     name_of_id = [fixed_names[i % num_fixed] for i in range(stack.num_fixed_ids)] + list(mix_names) * len(runs)
     longest = max(len(run.validation) for run in runs)
     validation = _run_rows(stack, [run.validation for run in runs], targets, longest)
     stopping = EarlyStopping(len(name_of_id), settings.patience)
-    batch_size = settings.batch_size
     progress = Progress(
         settings.max_epochs, "epochs", label="probes (ETA if none stops early)", logger=logger, interval_s=_PROGRESS_S
     )
     for epoch in range(1, settings.max_epochs + 1):
-        orders = [epoch_order(run.seed, epoch, run.train) for run in runs]
-        num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in stack.active_runs)
-        epoch_rows = _run_rows(stack, orders, targets, num_batches * batch_size)
-        epoch_one_hot = F.one_hot(epoch_rows.targets, num_classes).to(inputs.features.dtype)
-        for start in range(0, num_batches * batch_size, batch_size):
-            # as wide as the longest minibatch of a run still training
-            stop = start + min(batch_size, max(len(orders[g]) - start for g in stack.active_runs))
-            stack.train_step(epoch_rows.columns(start, stop), epoch_one_hot[:, start:stop])
+        stack.train_epoch([epoch_order(run.seed, epoch, run.train) for run in runs], targets, num_classes)
         losses = np.full(len(name_of_id), np.nan)
         losses[stack.probe_ids] = stack.evaluate(validation)[0]
         improved = stopping.update(epoch, losses)
@@ -494,7 +627,7 @@ def _train_together(
     stack.restore_best()
     longest = max(len(run.test) for run in runs)
     predictions = stack.evaluate(_run_rows(stack, [run.test for run in runs], targets, longest))[1]
-    best = [p.cpu().numpy() for p in stack.best]
+    dense, layer_weights = stack.kept_parameters()
     return [
         ProbeResults(
             names=inputs.names,
@@ -502,11 +635,21 @@ def _train_together(
             epochs=stopping.epochs[ids],
             best_epoch=stopping.best_epoch[ids],
             best_validation_loss=stopping.best_loss[ids],
-            layer_weights=(torch.softmax(stack.best[-1][g], dim=0).cpu().numpy() if stack.had_mix else None),
-            parameters=[p[ids].squeeze(1) if i % 2 else p[ids] for i, p in enumerate(best[: stack.num_dense])],
+            layer_weights=None if layer_weights is None else layer_weights[g],
+            parameters=[parameter[ids] for parameter in dense],
         )
         for g, (run, ids) in enumerate(zip(runs, ids_of_run))
     ]
+
+
+def _train_compiled(
+    inputs: ProbeInputs, runs: list[_Run], targets: torch.Tensor, num_classes: int, settings: ProbeSettings
+) -> list[ProbeResults]:
+    """The ``"compiled"`` trainer of :func:`train_probes` (CPU only), on torch's thread count."""
+    if inputs.features.device.type != "cpu":
+        raise ValueError(f"the compiled probe trainer runs on the CPU, not on {inputs.features.device}")
+    with compiled.running_on(torch.get_num_threads()):
+        return _train_together(inputs, runs, targets, num_classes, settings, _CompiledStack)
 
 
 def _one_at_a_time(
@@ -610,6 +753,7 @@ def _train_reference_probe(
 
 #: What :func:`train_probes` can train with, the first being the one the workflow uses.
 TRAINERS = {
+    "compiled": _train_compiled,
     "batched": _train_together,
     "sequential": functools.partial(_one_at_a_time, _train_together),
     "reference": functools.partial(_one_at_a_time, _train_reference_probe),
@@ -623,7 +767,7 @@ def train_probes(
     seeds: Sequence[int],
     num_classes: int,
     settings: ProbeSettings,
-    trainer: str = "batched",
+    trainer: str | None = None,
 ) -> list[ProbeResults]:
     """Train one probe per input of ``inputs`` in each run; predict each run's test rows.
 
@@ -641,16 +785,19 @@ def train_probes(
         Each run's seed: its initial weights (per input name) and minibatch order (per epoch).
     num_classes : int
     settings : ProbeSettings
-    trainer : str
-        ``"batched"`` (all probes of all runs in one computation), or a one-probe-at-a-time
-        reference: ``"sequential"`` (the same code, probe axis of length one: the same results)
-        or ``"reference"`` (``torch.nn`` and autograd: the same up to rounding); see the module
-        docstring.
+    trainer : str or None
+        ``"compiled"`` (each epoch of all probes of all runs one compiled call; CPU only),
+        ``"batched"`` (all probes of all runs in one PyTorch computation; any device), or a
+        one-probe-at-a-time reference: ``"sequential"`` (the batched code, probe axis of length
+        one: the same results) or ``"reference"`` (``torch.nn`` and autograd: the same up to
+        rounding); see the module docstring. None: compiled on the CPU, batched elsewhere.
 
     Returns
     -------
     One ProbeResults per run, in the order of ``splits``.
     """
+    if trainer is None:
+        trainer = "compiled" if inputs.features.device.type == "cpu" else "batched"
     if trainer not in TRAINERS:
         raise ValueError(f"unknown probe trainer {trainer!r}; choose from {sorted(TRAINERS)}")
     if not len(splits) == len(seeds) == inputs.num_runs:
