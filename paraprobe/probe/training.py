@@ -181,6 +181,12 @@ class _RunRows:
         )
 
 
+def _run_of_probe(num_runs: int, num_fixed: int, has_mix: bool) -> np.ndarray:
+    """Each probe id's run: the fixed-input probes of run 0, of run 1, ..., then one
+    weighted-average probe per run (if any)."""
+    return np.concatenate([np.repeat(np.arange(num_runs), num_fixed), np.arange(num_runs if has_mix else 0)])
+
+
 class _ProbeStack:
     """The probes of all runs trained together: each dense layer's weights on a leading probe axis.
 
@@ -206,9 +212,7 @@ class _ProbeStack:
         self.num_fixed_ids = num_runs * num_fixed
         self.all_fixed_rows = torch.tensor(inputs.rows * num_runs, dtype=torch.int64, device=device)
         self.had_mix = inputs.has_weighted_average
-        self.run_of_id = np.concatenate(
-            [np.repeat(np.arange(num_runs), num_fixed), np.arange(num_runs if self.had_mix else 0)]
-        )
+        self.run_of_id = _run_of_probe(num_runs, num_fixed, self.had_mix)
         # W (P, in, out) and b (P, 1, out) per dense layer, so that a layer is one baddbmm.
         dense = [torch.stack(tensors).view(len(initial), -1, tensors[0].shape[-1]) for tensors in zip(*initial)]
         self.num_dense = len(dense)
@@ -278,10 +282,9 @@ class _ProbeStack:
         return layer_inputs, mix, x
 
     def train_epoch(self, orders: list[torch.Tensor], targets: torch.Tensor, num_classes: int) -> None:
-        """One epoch: each run's minibatches are consecutive stretches of its ``orders`` (G rows each)."""
+        """One epoch: each run's minibatches are consecutive stretches of its order in ``orders``."""
         batch_size = self.settings.batch_size
-        num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in self.active_runs)
-        epoch_rows = _run_rows(self, orders, targets, num_batches * batch_size)
+        epoch_rows, num_batches = _epoch_rows(self, orders, targets)
         epoch_one_hot = F.one_hot(epoch_rows.targets, num_classes).to(self.features.dtype)
         for start in range(0, num_batches * batch_size, batch_size):
             # as wide as the longest minibatch of a run still training
@@ -449,11 +452,9 @@ class _CompiledStack:
         num_fixed = len(inputs.rows)
         self.num_fixed_ids = num_runs * num_fixed
         self.had_mix = inputs.has_weighted_average
-        self.run_of_id = np.concatenate(
-            [np.repeat(np.arange(num_runs), num_fixed), np.arange(num_runs if self.had_mix else 0)]
-        )
+        self.run_of_id = _run_of_probe(num_runs, num_fixed, self.had_mix)
         self.input_rows = np.concatenate([np.tile(inputs.rows, num_runs), -np.ones(num_runs * self.had_mix)])
-        self.input_rows = self.input_rows.astype(np.int64)
+        self.input_rows = self.input_rows.astype(np.int64)  # -1: the run's weighted-average probe
         self.num_mixed = inputs.num_layer_rows
         self.sizes = np.array([dim, *settings.hidden_sizes, len(initial[0][-1])])
         self.num_dense = compiled.dense_size(self.sizes)
@@ -477,10 +478,9 @@ class _CompiledStack:
         self.active_runs = np.unique(self.probe_runs)
 
     def train_epoch(self, orders: list[torch.Tensor], targets: torch.Tensor, num_classes: int) -> None:
-        """One epoch: each run's minibatches are consecutive stretches of its ``orders``."""
+        """One epoch: each run's minibatches are consecutive stretches of its order in ``orders``."""
         batch_size = self.settings.batch_size
-        num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in self.active_runs)
-        rows = _run_rows(self, orders, targets, num_batches * batch_size)
+        rows, num_batches = _epoch_rows(self, orders, targets)
         counts = np.clip(rows.counts[:, None] - batch_size * np.arange(num_batches), 0, batch_size)
         # AdamW's step count of each run at each step (a run without rows sits the step out)
         steps = self.steps_taken[:, None] + np.cumsum(counts > 0, axis=1)
@@ -572,6 +572,16 @@ def _run_rows(
         [torch.cat([rows[:length], rows[:1].expand(length - count)]) for rows, count in zip(per_run, counts)]
     )
     return _RunRows(first=stack.run_starts[:, None] + padded * stack.num_rows, targets=targets[padded], counts=counts)
+
+
+def _epoch_rows(
+    stack: _ProbeStack | _CompiledStack, orders: list[torch.Tensor], targets: torch.Tensor
+) -> tuple[_RunRows, int]:
+    """An epoch's rows in every run's order, padded to as many whole minibatches as the longest
+    run still training has; and that number of minibatches."""
+    batch_size = stack.settings.batch_size
+    num_batches = max(math.ceil(len(orders[g]) / batch_size) for g in stack.active_runs)
+    return _run_rows(stack, orders, targets, num_batches * batch_size), num_batches
 
 
 def _train_together(
